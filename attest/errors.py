@@ -1,0 +1,96 @@
+"""Errors of the `attest` package, one class per stage.
+
+parse -> `FormatError`; verify -> `VerificationError` (and `CollateralError` when collateral is
+malformed, expired or inconsistent); fetch -> `CollateralUnavailableError`; validate ->
+`PolicyError`. Every error names the check that failed and, where there is one, the expected and
+the actual value, so that a caller can show a tenant exactly why evidence was refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AttestError(Exception):
+    """Base class of every error raised by `attest`."""
+
+    stage = "attest"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        check: str | None = None,
+        expected: Any = None,
+        actual: Any = None,
+    ) -> None:
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+        detail = message
+        if expected is not None or actual is not None:
+            detail = f"{message} (expected {_show(expected)}, actual {_show(actual)})"
+        super().__init__(detail)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
+        out: dict[str, Any] = {"stage": self.stage, "type": type(self).__name__, "message": str(self)}
+        if self.check is not None:
+            out["check"] = self.check
+        if self.expected is not None:
+            out["expected"] = _show(self.expected)
+        if self.actual is not None:
+            out["actual"] = _show(self.actual)
+        return out
+
+
+class FormatError(AttestError):
+    """Bytes or documents that do not have the structure they claim (parse stage)."""
+
+    stage = "parse"
+
+
+class VerificationError(AttestError):
+    """Evidence whose signatures, chains, revocation or TCB status do not verify (verify stage)."""
+
+    stage = "verify"
+
+
+class CollateralError(VerificationError):
+    """Collateral that is malformed, outside its validity window, or does not fit the quote."""
+
+
+class CollateralUnavailableError(AttestError):
+    """Collateral could not be obtained: network down, PCS error, offline mode with a cold cache."""
+
+    stage = "collateral"
+
+
+class PolicyError(AttestError):
+    """Verified evidence that the appraisal policy rejects (validate stage)."""
+
+    stage = "validate"
+
+
+class PolicyFormatError(AttestError):
+    """A policy file that cannot be read or names an unknown field."""
+
+    stage = "policy"
+
+
+class ProviderError(AttestError):
+    """A quote provider could not produce a quote (no TDX device, generation race, library error)."""
+
+    stage = "provider"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)

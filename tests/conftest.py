@@ -1,0 +1,25 @@
+"""Shared fixtures: where the real test vectors live, and the manifest that describes them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The vectors are shared between projects and are never copied into this repository.
+VECTORS = Path(os.environ.get("APPLIANCE_VECTORS", PROJECT_ROOT.parent / "shared" / "vectors"))
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    if not (VECTORS / "MANIFEST.json").is_file():
+        pytest.fail(f"test vectors not found at {VECTORS} (set APPLIANCE_VECTORS)")
+    return VECTORS
+
+
+@pytest.fixture(scope="session")
+def manifest(vectors_dir: Path) -> dict:
+    return json.loads((vectors_dir / "MANIFEST.json").read_text())
