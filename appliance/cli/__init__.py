@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from appliance.cli import quote
+
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = ()
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote,)
 
 EXIT_USAGE = 2
 
