@@ -5,11 +5,15 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-
 # What `cryptography` raises, besides ValueError, for certificates it cannot read (a TypeError
 # comes from a name attribute of an impossible type).
-_PARSE_ERRORS = (TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
-                 x509.UnsupportedGeneralNameType)
+_PARSE_ERRORS = (
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificate:
@@ -22,9 +26,13 @@ def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificat
     """
     try:
         certificate = x509.load_der_x509_certificate(der)
-        _ = (certificate.extensions, certificate.not_valid_before_utc,
-             certificate.not_valid_after_utc, certificate.signature_algorithm_oid,
-             certificate.public_key())
+        _ = (
+            certificate.extensions,
+            certificate.not_valid_before_utc,
+            certificate.not_valid_after_utc,
+            certificate.signature_algorithm_oid,
+            certificate.public_key(),
+        )
         if parse_names:
             _ = (certificate.subject, certificate.issuer)
     except ValueError:

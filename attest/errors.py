@@ -27,8 +27,11 @@ class AttestError(Exception):
         self.check = check
         self.expected = expected
         self.actual = actual
-        shown = [f"{label} {_show(value)}" for label, value in (("expected", expected), ("actual", actual))
-                 if value is not None]
+        shown = [
+            f"{label} {_show(value)}"
+            for label, value in (("expected", expected), ("actual", actual))
+            if value is not None
+        ]
         super().__init__(f"{message} ({', '.join(shown)})" if shown else message)
 
     @property
@@ -37,7 +40,11 @@ class AttestError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
-        out: dict[str, Any] = {"stage": self.stage, "type": type(self).__name__, "message": str(self)}
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "type": type(self).__name__,
+            "message": str(self),
+        }
         if self.check is not None:
             out["check"] = self.check
         if self.expected is not None:

@@ -58,30 +58,35 @@ def measure(pairs: list[dict], verifier: DcapVerifier, rounds: int) -> list[dict
     ours: dict[str, list[float]] = {p["name"]: [] for p in pairs}
     theirs: dict[str, list[float]] = {p["name"]: [] for p in pairs}
     clock = time.perf_counter
+
+    def run_ours(pair: dict) -> None:
+        start = clock()
+        verifier.verify(pair["raw"], pair["ours"], now=pair["at"])
+        ours[pair["name"]].append(clock() - start)
+
+    def run_theirs(pair: dict) -> None:
+        start = clock()
+        dcap_qvl.verify(pair["raw"], pair["theirs"], pair["now"])
+        theirs[pair["name"]].append(clock() - start)
+
     for round_number in range(rounds):
+        order = (run_ours, run_theirs) if round_number % 2 else (run_theirs, run_ours)
         for pair in pairs:
-            raw, name = pair["raw"], pair["name"]
-
-            def run_ours() -> None:
-                start = clock()
-                verifier.verify(raw, pair["ours"], now=pair["at"])
-                ours[name].append(clock() - start)
-
-            def run_theirs() -> None:
-                start = clock()
-                dcap_qvl.verify(raw, pair["theirs"], pair["now"])
-                theirs[name].append(clock() - start)
-
-            first, second = (run_ours, run_theirs) if round_number % 2 else (run_theirs, run_ours)
-            first()
-            second()
+            for run in order:
+                run(pair)
     results = []
     for pair in pairs:
         name = pair["name"]
         ours_ms = statistics.median(ours[name]) * 1e3
         theirs_ms = statistics.median(theirs[name]) * 1e3
-        results.append({"pair": name, "ours_ms": ours_ms, "dcap_qvl_ms": theirs_ms,
-                        "ratio": ours_ms / theirs_ms})
+        results.append(
+            {
+                "pair": name,
+                "ours_ms": ours_ms,
+                "dcap_qvl_ms": theirs_ms,
+                "ratio": ours_ms / theirs_ms,
+            }
+        )
     return results
 
 
@@ -100,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r["pair"]) for r in results)
     print(f"{'pair'.ljust(width)}  ours ms  dcap-qvl ms  ratio")
     for r in results:
-        print(f"{r['pair'].ljust(width)}  {r['ours_ms']:7.3f}  {r['dcap_qvl_ms']:11.3f}  {r['ratio']:5.2f}")
-    print(f"{len(results)} pairs, {args.rounds} rounds, median ratio (ours / dcap-qvl): {overall:.2f}"
-          f" (goal <= 1.00)")
+        times = f"{r['ours_ms']:7.3f}  {r['dcap_qvl_ms']:11.3f}  {r['ratio']:5.2f}"
+        print(f"{r['pair'].ljust(width)}  {times}")
+    print(
+        f"{len(results)} pairs, {args.rounds} rounds, median ratio (ours / dcap-qvl): {overall:.2f}"
+        f" (goal <= 1.00)"
+    )
     return 0
 
 
