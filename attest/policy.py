@@ -172,18 +172,20 @@ class Policy(BaseModel):
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "policy") -> Policy:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyFormatError(f"{source}: not valid TOML: {exc}", check=source) from None
-        return cls.from_mapping(data, source=source)
+        return cls._from_text(text, tomllib.loads, tomllib.TOMLDecodeError, "TOML", source)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "policy") -> Policy:
+        return cls._from_text(text, json.loads, json.JSONDecodeError, "JSON", source)
+
+    @classmethod
+    def _from_text(
+        cls, text: str, loads: Any, error: type[Exception], kind: str, source: str
+    ) -> Policy:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PolicyFormatError(f"{source}: not valid JSON: {exc}", check=source) from None
+            data = loads(text)
+        except error as exc:
+            raise PolicyFormatError(f"{source}: not valid {kind}: {exc}", check=source) from None
         return cls.from_mapping(data, source=source)
 
     def with_report_data(self, report_data: bytes) -> Policy:

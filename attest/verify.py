@@ -245,20 +245,17 @@ class DcapVerifier:
                 expected=exc.expected,
                 actual=exc.actual,
             ) from None
-        if pck.fmspc != tcb_info.fmspc:
-            raise CollateralMismatchError(
-                "FMSPC of the PCK certificate and the TCB info differ",
-                check="tcb_info.fmspc",
-                expected=pck.fmspc,
-                actual=tcb_info.fmspc,
-            )
-        if pck.pce_id != tcb_info.pce_id:
-            raise CollateralMismatchError(
-                "PCE-ID of the PCK certificate and the TCB info differ",
-                check="tcb_info.pce_id",
-                expected=pck.pce_id,
-                actual=tcb_info.pce_id,
-            )
+        for label, field, ours, theirs in (
+            ("FMSPC", "fmspc", pck.fmspc, tcb_info.fmspc),
+            ("PCE-ID", "pce_id", pck.pce_id, tcb_info.pce_id),
+        ):
+            if ours != theirs:
+                raise CollateralMismatchError(
+                    f"{label} of the PCK certificate and the TCB info differ",
+                    check=f"tcb_info.{field}",
+                    expected=ours,
+                    actual=theirs,
+                )
 
         # 7. QE report signature by the PCK key.
         certification = quote.certification_data

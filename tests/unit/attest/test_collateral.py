@@ -189,20 +189,21 @@ def base_bundle() -> dict:
     return json.loads(bundle_path("dcapqvl_b0c06f_2025-06").read_text())
 
 
-def with_tcb_info(edit) -> str:
+def with_document(key: str, edit) -> str:
+    """The base bundle with its signed `key` document (tcb_info, qe_identity) edited."""
     data = base_bundle()
-    doc = json.loads(data["tcb_info"])
+    doc = json.loads(data[key])
     edit(doc)
-    data["tcb_info"] = json.dumps(doc)
+    data[key] = json.dumps(doc)
     return json.dumps(data)
+
+
+def with_tcb_info(edit) -> str:
+    return with_document("tcb_info", edit)
 
 
 def with_qe_identity(edit) -> str:
-    data = base_bundle()
-    doc = json.loads(data["qe_identity"])
-    edit(doc)
-    data["qe_identity"] = json.dumps(doc)
-    return json.dumps(data)
+    return with_document("qe_identity", edit)
 
 
 def set_key(key: str, value):
