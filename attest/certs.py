@@ -5,9 +5,9 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-# What `cryptography` raises, besides ValueError, for certificates it cannot read (a TypeError
-# comes from a name attribute of an impossible type).
-_PARSE_ERRORS = (
+# What `cryptography` raises, besides ValueError, for certificates and CRLs it cannot read
+# (a TypeError comes from a name attribute of an impossible type).
+X509_PARSE_ERRORS = (
     TypeError,
     UnsupportedAlgorithm,
     x509.InvalidVersion,
@@ -37,7 +37,7 @@ def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificat
             _ = (certificate.subject, certificate.issuer)
     except ValueError:
         raise
-    except _PARSE_ERRORS as exc:
+    except X509_PARSE_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     return certificate
 

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attest.certs import common_name, load_certificate
+from attest.certs import X509_PARSE_ERRORS, common_name, load_certificate
 from attest.errors import CollateralFormatError
 
 TCB_INFO_ID_TDX = "TDX"
@@ -234,9 +234,10 @@ class RevocationList:
         try:
             crl = x509.load_der_x509_crl(self.der)
             revoked = frozenset(entry.serial_number for entry in crl)
-        except ValueError as exc:
+            issuer, this_update, next_update = crl.issuer, crl.last_update_utc, crl.next_update_utc
+        except (ValueError, *X509_PARSE_ERRORS) as exc:
             raise CollateralFormatError("malformed CRL", check="crl", actual=str(exc)) from None
-        if crl.next_update_utc is None:
+        if next_update is None:
             raise CollateralFormatError(
                 "CRL without nextUpdate",
                 check="crl.next_update",
@@ -244,9 +245,9 @@ class RevocationList:
                 actual="absent",
             )
         object.__setattr__(self, "crl", crl)
-        object.__setattr__(self, "issuer", crl.issuer)
-        object.__setattr__(self, "this_update", crl.last_update_utc)
-        object.__setattr__(self, "next_update", crl.next_update_utc)
+        object.__setattr__(self, "issuer", issuer)
+        object.__setattr__(self, "this_update", this_update)
+        object.__setattr__(self, "next_update", next_update)
         object.__setattr__(self, "revoked_serials", revoked)
 
     @property

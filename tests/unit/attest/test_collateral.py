@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.parse
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attest.collateral import (
     BUNDLE_KEYS,
+    CertificateChain,
     Collateral,
+    RevocationList,
     SignedQeIdentity,
     SignedTcbInfo,
     TcbStatus,
@@ -287,3 +290,19 @@ def test_signed_documents_are_parsed_from_their_text_only() -> None:
         )  # type: ignore[call-arg]
     assert isinstance(collateral, Collateral)
     assert collateral.tcb_info.tcb_info.issue_date == datetime(2025, 6, 19, 10, 16, 3, tzinfo=UTC)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")
+def test_every_single_byte_change_of_a_crl_and_a_certificate_is_typed() -> None:
+    """cryptography reports some malformations as TypeError or InvalidVersion: loading must turn
+    every one into CollateralFormatError (or load a CRL/certificate whose signature then fails)."""
+    collateral = bundle("dcapqvl_b0c06f_2025-06")
+    for der, load in ((collateral.pck_crl.der, RevocationList),
+                      (collateral.tcb_info_issuer_chain.der[0], lambda d: CertificateChain((d,)))):
+        for offset in range(len(der)):
+            for mask in (0x01, 0xFF):
+                changed = bytearray(der)
+                changed[offset] ^= mask
+                with contextlib.suppress(CollateralFormatError):
+                    load(bytes(changed))
