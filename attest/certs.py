@@ -39,6 +39,8 @@ def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificat
         raise
     except X509_PARSE_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    if certificate.serial_number <= 0:
+        raise ValueError("certificate serial number is not positive (RFC 5280)")
     return certificate
 
 

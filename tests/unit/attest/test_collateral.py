@@ -294,6 +294,7 @@ def test_signed_documents_are_parsed_from_their_text_only() -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")
+@pytest.mark.filterwarnings("ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning")
 def test_every_single_byte_change_of_a_crl_and_a_certificate_is_typed() -> None:
     """cryptography reports some malformations as TypeError or InvalidVersion: loading must turn
     every one into CollateralFormatError (or load a CRL/certificate whose signature then fails)."""
