@@ -172,6 +172,20 @@ def load_record(
     return record
 
 
+def verify_model_image(
+    image: ModelImage,
+    record: TrustedRecord,
+    *,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> None:
+    """Check the image and hash files against the record without exposing anything.
+
+    For operators (`appliance model verify`); the engine gets files from `materialize_verified`.
+    """
+    _verify_image(image, record, None, progress, workers)
+
+
 def materialize_verified(
     image: ModelImage,
     record: TrustedRecord,
@@ -187,17 +201,29 @@ def materialize_verified(
     it; the filesystem is then extracted from that private copy, which nobody else can change.
     Only data_blocks × data_block_size bytes exist in the copy.
     """
-    if image.name != record.name:
-        raise ParameterMismatchError(
-            "image and record name different models",
-            check="name",
-            expected=record.name,
-            actual=image.name,
-        )
     Path(work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{image.name}.", dir=work_dir))  # mode 0700
     try:
-        files = _verify_and_extract(image, record, private, progress, workers)
+        copy = private / "image"
+        _verify_image(image, record, copy, progress, workers)
+        # The verified copy must hold the filesystem the record pins.
+        copy_fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            found = detect_filesystem(copy_fd)
+        finally:
+            os.close(copy_fd)
+        if found != record.filesystem:
+            raise ImageError(
+                "verified image does not hold the pinned filesystem",
+                check="filesystem",
+                expected=record.filesystem,
+                actual=found,
+            )
+        # Extract from the private copy, drop the copy, and make the files read-only.
+        files = private / "model"
+        extract_image(copy, record.filesystem, files)
+        copy.unlink()
+        make_read_only(files)
     except BaseException:
         _remove_tree(private)
         raise
@@ -205,61 +231,48 @@ def materialize_verified(
     return VerifiedModel(path=files, record=record, _release=lambda: _remove_tree(private))
 
 
-def _verify_and_extract(
+def _verify_image(
     image: ModelImage,
     record: TrustedRecord,
-    private: Path,
+    copy: Path | None,
     progress: Progress | None,
     workers: int | None,
-) -> Path:
+) -> None:
     params = record.params
+    # 1. The image and the record name the same model.
+    if image.name != record.name:
+        raise ParameterMismatchError(
+            "image and record name different models",
+            check="name",
+            expected=record.name,
+            actual=image.name,
+        )
     data_fd = os.open(image.image_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         hash_fd = os.open(image.hash_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            # 1. Sizes are pinned: a truncated or extended file is refused before any hashing.
+            # 2. Sizes are pinned: a truncated or extended file is refused before any hashing.
             _check_size("image_size", data_fd, record.image_size)
             _check_size("hash_size", hash_fd, record.hash_size)
-            # 2. Read the hash area once (our private copy of the tree) and authenticate it
+            # 3. Read the hash area once (our private copy of the tree) and authenticate it
             #    top-down; an on-disk superblock must agree with every pinned field.
             tree = authenticate_tree(read_hash_area(hash_fd, params), params, record.root_hash)
         finally:
             os.close(hash_fd)
-        # 3. Copy every data block into private storage, verified from the buffer it is copied from.
-        copy = private / "image"
+        source = FileRef.of(image.image_path, data_fd)
+        if copy is None:
+            verify_data(tree, source, workers=workers, progress=progress)
+            return
+        # 4. Copy every data block into private storage from the buffer it was verified in.
         out_fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(out_fd, params.data_size)
-            verify_data(
-                tree,
-                FileRef.of(image.image_path, data_fd),
-                workers=workers,
-                progress=progress,
-                sink=FileRef.of(copy, out_fd),
-            )
+            sink = FileRef.of(copy, out_fd)
+            verify_data(tree, source, workers=workers, progress=progress, sink=sink)
         finally:
             os.close(out_fd)
     finally:
         os.close(data_fd)
-    # 4. The verified copy must hold the filesystem the record pins.
-    copy_fd = os.open(copy, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        found = detect_filesystem(copy_fd)
-    finally:
-        os.close(copy_fd)
-    if found != record.filesystem:
-        raise ImageError(
-            "verified image does not hold the pinned filesystem",
-            check="filesystem",
-            expected=record.filesystem,
-            actual=found,
-        )
-    # 5. Extract from the private copy, drop the copy, and make the files read-only.
-    files = private / "model"
-    extract_image(copy, record.filesystem, files)
-    copy.unlink()
-    make_read_only(files)
-    return files
 
 
 def _check_size(check: str, fd: int, expected: int) -> None:
