@@ -26,7 +26,7 @@ from loader.verity.hashing import (
     hash_blocks,
     pack_level,
 )
-from loader.verity.level0 import FileRef, iter_level0
+from loader.verity.level0 import FileRef, iter_level0, open_data
 from loader.verity.params import SUPERBLOCK_SIZE, VerityParams
 from loader.verity.superblock import check_superblock, parse_superblock
 from loader.verity.tree import Progress, hash_area_size, report_progress
@@ -174,25 +174,14 @@ def verify(
 ) -> None:
     """`veritysetup verify` with pinned parameters: returns, or raises a VerificationError."""
     _check_root_length(params, root_hash)
-    data_fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(data_fd).st_size
-        if size < params.data_size:
-            raise ParameterMismatchError(
-                "data file is shorter than data_blocks × data_block_size",
-                check="data_size",
-                expected=f">= {params.data_size}",
-                actual=size,
-            )
+    with open_data(data_path, params) as (_, source):
         hash_fd = os.open(hash_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             area = read_hash_area(hash_fd, params)
         finally:
             os.close(hash_fd)
         tree = authenticate_tree(area, params, root_hash)
-        verify_data(tree, FileRef.of(data_path, data_fd), workers=workers, progress=progress)
-    finally:
-        os.close(data_fd)
+        verify_data(tree, source, workers=workers, progress=progress)
 
 
 def _verify_single_block(tree: AuthenticatedTree, source: FileRef, sink: FileRef | None) -> None:
