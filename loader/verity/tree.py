@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from loader.errors import VerityParamsError
@@ -65,9 +66,11 @@ def compute_tree(
             report_progress(progress, 1.0)
             return HashTree(params, (), root)
         parts = []
-        for chunk in iter_level0(source, params, workers=workers):
-            parts.append(chunk.packed)
-            report_progress(progress, (chunk.first_block + chunk.block_count) / params.data_blocks)
+        with closing(iter_level0(source, params, workers=workers)) as chunks:
+            for chunk in chunks:
+                parts.append(chunk.packed)
+                done = chunk.first_block + chunk.block_count
+                report_progress(progress, done / params.data_blocks)
         return tree_from_level0(b"".join(parts), params)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from verity_helpers import veritysetup, write_random
 
 from appliance.cli import main
+from appliance.cli.progress import ProgressBar
 
 UUID_TEXT = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 SALT_HEX = "5a" * 32
@@ -114,15 +116,22 @@ def test_verify_without_superblock_needs_the_parameters(
 def test_verify_of_a_corrupted_tree_exits_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    data = tmp_path / "big.img"
-    write_random(data, 20000 * 4096, seed=5)  # three levels
+    data = tmp_path / "small-blocks.img"
+    write_random(data, 300 * 512, seed=5)
     hash_file = tmp_path / "h"
-    _, out, _ = run(capsys, "verity", "format", data, hash_file)
+    sizes = [
+        "--data-block-size",
+        "512",
+        "--hash-block-size",
+        "512",
+    ]  # three levels: 19, 2, 1 blocks
+    _, out, _ = run(capsys, "verity", "format", data, hash_file, *sizes)
     raw = bytearray(hash_file.read_bytes())
-    raw[4 * 4096 + 10] ^= 1  # level 0 starts at block 4 (1 superblock + 1 top + 2 level 1)
+    raw[4 * 512 + 10] ^= 1  # level 0 starts at block 4 (superblock, top, two of level 1)
     hash_file.write_bytes(bytes(raw))
     status, _, err = run(capsys, "verity", "verify", data, hash_file, root_of(out))
-    assert status == 2 and "HashTreeCorruptionError" in err and "byte 16384" in err
+    assert status == 2 and "HashTreeCorruptionError" in err and "byte 2048" in err
+    assert veritysetup("verify", data, hash_file, root_of(out)).returncode == 2
 
 
 def test_dump(capsys: pytest.CaptureFixture[str], data: Path, tmp_path: Path) -> None:
@@ -174,3 +183,20 @@ def test_model_pack_and_verify(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert status == 1 and "ModelNameError" in err
     status, _, err = run(capsys, "model", "pack", source, "--name", "m", *dirs)
     assert status == 1 and "already exists" in err
+
+
+def test_progress_bar_on_a_terminal_and_in_a_log() -> None:
+    terminal, log = io.StringIO(), io.StringIO()
+    for stream, tty in ((terminal, True), (log, False)):
+        bar = ProgressBar("verify m", stream, tty=tty)
+        for fraction in (0.0, 0.05, 0.5, 0.51, 1.0):
+            bar(fraction)
+        bar.finish()
+    assert terminal.getvalue().split("\r")[1:] == [
+        "verify m [..............................]   0%",
+        "verify m [#.............................]   5%",
+        "verify m [###############...............]  50%",
+        "verify m [###############...............]  51%",
+        "verify m [##############################] 100%\n",
+    ]
+    assert log.getvalue() == "verify m: 0%\nverify m: 50%\nverify m: 100%\n"

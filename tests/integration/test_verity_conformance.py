@@ -130,18 +130,6 @@ def test_same_tree_as_veritysetup(case: Case, tmp_path: Path) -> None:
     assert libcryptsetup_verify(data, ours, params, root) == 0
 
 
-def test_two_worker_processes_give_the_same_tree(tmp_path: Path) -> None:
-    # Small chunks force many tasks through the pool; the result must not depend on scheduling.
-    data = tmp_path / "data.img"
-    write_random(data, 3000 * 4096 + 17, seed=7)
-    params = VerityParams(data_blocks=3000, salt=SALT_32, uuid=UUID_FIXED)
-    root = veritysetup_format(data, tmp_path / "theirs.hash", params)
-    tree = format_hash(data, tmp_path / "ours.hash", params, workers=2)
-    assert tree.root_hash == root
-    assert (tmp_path / "ours.hash").read_bytes() == (tmp_path / "theirs.hash").read_bytes()
-    verify(data, tmp_path / "ours.hash", params, root, workers=2)
-
-
 def test_data_and_hash_in_one_file(tmp_path: Path) -> None:
     blocks = 1024
     payload = write_random(tmp_path / "payload", blocks * 4096, seed=3)
