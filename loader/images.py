@@ -159,7 +159,11 @@ def load_record(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise RecordError("trusted record is not a regular file", actual=str(path))
-        raw = os.read(fd, MAX_RECORD_SIZE + 1)
+        raw = b""
+        while len(raw) <= MAX_RECORD_SIZE and (
+            piece := os.read(fd, MAX_RECORD_SIZE + 1 - len(raw))
+        ):
+            raw += piece
     finally:
         os.close(fd)
     record = parse_record(raw)
