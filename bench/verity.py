@@ -25,7 +25,7 @@ from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loader.verity import VerityParams, format_hash, verify  # noqa: E402
+from loader.verity import VerityParams, format_hash, verify
 
 CHUNK = 64 << 20
 
