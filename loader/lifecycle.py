@@ -34,6 +34,7 @@ from loader.errors import (
     ModelNotLoadedError,
     StateStoreError,
 )
+from loader.images import materialize_verified
 from loader.launch import EngineLauncher
 from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 from loader.state_store import LastLoad, LastLoadStore
@@ -48,7 +49,7 @@ from loader.steps import (
     VerifiedModel,
 )
 from loader.supervision import EngineMonitor
-from loader.verified_models import VerifiedModels
+from loader.verified_models import Materialize, VerifiedModels
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,12 @@ class Lifecycle:
         *,
         hooks: LifecycleHooks | None = None,
         clock: Callable[[], float] = time.monotonic,
+        materialize: Materialize = materialize_verified,
     ) -> Lifecycle:
-        """The production wiring: verified model images, the given engine kind, a state dir."""
+        """The usual wiring: model images verified by `materialize` (userspace by default;
+        `DmVerityActivator().activate` in the VM), the given engine kind, a state directory."""
         return cls(
-            VerifiedModels(settings),
+            VerifiedModels(settings, materialize),
             EngineLauncher(engine, settings),
             store=LastLoadStore(settings.state_dir),
             restart=settings.restart,
