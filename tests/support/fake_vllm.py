@@ -341,11 +341,13 @@ class EngineState:
         self._lock = threading.Lock()
         self._inference_requests = 0
 
-    def healthy(self) -> bool:
+    def health_status(self) -> HTTPStatus:
         if self.faults.never_healthy:
-            return False
+            return HTTPStatus.SERVICE_UNAVAILABLE
         after = self.faults.unhealthy_after
-        return after is None or time.monotonic() - self.listening_since < after
+        if after is not None and time.monotonic() - self.listening_since >= after:
+            return HTTPStatus.INTERNAL_SERVER_ERROR
+        return HTTPStatus.OK
 
     def count_inference_request(self) -> int:
         with self._lock:
@@ -448,8 +450,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         args = self.engine.args
         if self.path == "/health":
-            healthy = self.engine.healthy()
-            self.send_empty(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_empty(self.engine.health_status())
         elif self.path == "/version":
             self.send_json(HTTPStatus.OK, {"version": "0.0.0+fake"})
         elif self.path == "/v1/models":
