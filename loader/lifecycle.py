@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from loader.engine import EngineKind
 from loader.errors import (
@@ -33,7 +34,6 @@ from loader.errors import (
     LifecycleClosedError,
     LoaderError,
     ModelNotLoadedError,
-    StateStoreError,
 )
 from loader.images import materialize_verified
 from loader.launch import EngineLauncher
@@ -236,7 +236,7 @@ class Lifecycle:
             if remaining <= 0:
                 raise TimeoutError(f"lifecycle still {snapshot.state}: {snapshot.message}")
             with self._changed:
-                self._changed.wait_for(lambda: self._changes != seen, remaining)
+                self._changed.wait_for(lambda seen=seen: self._changes != seen, remaining)
 
     def close(self) -> None:
         """Cancel what runs, stop the engine, release the verified model. Idempotent.
@@ -260,7 +260,7 @@ class Lifecycle:
         self._retire_current(None)
         self._machine.idle(ticket, "lifecycle closed")
 
-    def __enter__(self) -> Lifecycle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -280,7 +280,7 @@ class Lifecycle:
             except BaseException:
                 verified.close()
                 raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
             self._fail(ticket, error)
 
     def _serve(self, deployment: _Deployment, ticket: Ticket, context: OperationContext) -> None:
@@ -327,7 +327,7 @@ class Lifecycle:
             self._retire_current("unload")
             if self._store is not None:
                 self._store.clear()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
             self._fail(ticket, error)
             return
         self._machine.idle(ticket, "no model loaded")
@@ -373,7 +373,7 @@ class Lifecycle:
                 self._serve(deployment, ticket, OperationContext(
                     self._machine, ticket, self._cancel, self._clock))
                 return
-            except Exception as restart_error:
+            except Exception as restart_error:  # noqa: BLE001 - counted as a failed attempt
                 if not self._fail(ticket, restart_error):
                     return
                 failed, attempt, error = ticket, attempt + 1, restart_error

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import openai
 import pytest
+from support.engines import PROJECT_ROOT, free_port, real_vllm_bin
 
 from loader.engine import VllmEngine
 from loader.lifecycle import Lifecycle
 from loader.process import live_group_members
 from loader.settings import HealthSettings, LoaderSettings
 from loader.status import ModelState
-from support.engines import PROJECT_ROOT, free_port, real_vllm_bin
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from support.engines import fake_engine
 
 from loader.engine import VllmEngine
 from loader.launch import EngineLauncher, LaunchedEngine
 from loader.settings import HealthSettings, LoaderSettings
 from loader.status import Operation, StatusMachine
 from loader.steps import OperationContext
-from support.engines import fake_engine, fake_vllm_bin  # noqa: F401 (fixture)
 
 
 @contextmanager
@@ -234,7 +234,7 @@ def test_bad_fault_settings_are_a_usage_error(
     import subprocess
 
     done = subprocess.run([str(fake_vllm_bin), "serve", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "FAKE_VLLM_" in done.stderr
 
 
@@ -242,7 +242,7 @@ def test_missing_model_directory_is_refused(fake_vllm_bin: Path, tmp_path: Path)
     import subprocess
 
     done = subprocess.run([str(fake_vllm_bin), "serve", str(tmp_path / "absent")],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "does not exist" in done.stderr
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.engines import fake_engine
 
 from loader.engine import VllmEngine
 from loader.errors import (
@@ -40,7 +41,6 @@ from loader.process import live_group_members
 from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 from loader.state_store import LAST_LOAD_FILE
 from loader.status import ModelState, StatusSnapshot
-from support.engines import fake_engine, fake_vllm_bin  # noqa: F401 (fixture)
 
 WAIT = 20.0  # seconds; generous for a loaded 2-core machine, never reached when things work
 
@@ -434,7 +434,7 @@ def test_restore_after_restart_verifies_again(harness: Harness) -> None:
     status = second.wait_for(ready, WAIT)
     assert (status.loaded_model, status.loaded_model_digest) == ("tiny", digest)
     assert status.operation == "restore"
-    assert [step for step, _ in status.timings][0] == "verify"
+    assert status.timings[0][0] == "verify"
     assert harness.events[-1][1].reason == "restore"
 
 

@@ -81,12 +81,14 @@ USAGE_EXIT_STATUS = 2
 DEFAULT_TOKENS = 8
 MAX_BODY_BYTES = 8 * 1024 * 1024
 VOCABULARY = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu red orange "
-    "yellow green blue indigo violet amber coral ivory jade olive pearl ruby silver topaz "
-    "north south east west river stone cloud field light storm ember frost meadow harbor "
-    "lantern orbit prism quartz signal tundra vector willow"
-).split()
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "red", "orange", "yellow", "green",
+    "blue", "indigo", "violet", "amber", "coral", "ivory", "jade", "olive", "pearl", "ruby",
+    "silver", "topaz", "north", "south", "east", "west", "river", "stone", "cloud", "field",
+    "light", "storm", "ember", "frost", "meadow", "harbor", "lantern", "orbit", "prism", "quartz",
+    "signal", "tundra", "vector", "willow",
+)
 
 
 class BadRequest(Exception):
@@ -428,8 +430,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_events(self, events: Iterator[dict[str, Any]]) -> None:
         faults = self.engine.faults
-        sent = 0
-        for payload in [*events, None]:
+        for sent, payload in enumerate([*events, None]):
             if faults.abort_stream_after is not None and sent >= faults.abort_stream_after:
                 self.wfile.flush()
                 self.close_connection = True
@@ -441,7 +442,6 @@ class Handler(BaseHTTPRequestHandler):
             frame = f"data: {data}\n\n".encode()
             self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
             self.wfile.flush()
-            sent += 1
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
