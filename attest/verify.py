@@ -51,6 +51,7 @@ from attest.collateral import (
     CertificateChain,
     Collateral,
     CollateralIdentity,
+    QeIdentity,
     RevocationList,
     TcbStatus,
 )
@@ -67,7 +68,7 @@ from attest.errors import (
     SignatureError,
 )
 from attest.pck import PckExtension, pck_extension_of
-from attest.quote import INTEL_QE_VENDOR_ID, Quote, parse_quote
+from attest.quote import INTEL_QE_VENDOR_ID, EnclaveReport, Quote, parse_quote
 from attest.roots import TrustRoot, intel_sgx_root_ca
 from attest.tcb import TcbEvaluation, evaluate_tcb
 
@@ -128,11 +129,11 @@ class VerifiedQuote:
 
 @dataclass(frozen=True)
 class _CheckedCollateral:
-    """The time-independent results of steps 1-3 and 5 for one collateral."""
+    """The time-independent results of steps 2 and 3 for one collateral: the signing
+    certificates (issued by the root) whose keys verify the TCB info and the QE identity."""
 
     tcb_signers: tuple[x509.Certificate, ...]
     qe_signers: tuple[x509.Certificate, ...]
-    pck_crl_signers: tuple[x509.Certificate, ...]
 
 
 class _Lru:
@@ -363,18 +364,16 @@ class DcapVerifier:
             raise CollateralSignatureError(
                 "QE identity signature does not verify", check="qe_identity_signature"
             )
-        # 5. The PCK CRL's issuer chain, and the CRL's signature by its CA.
-        pck_crl_signers = tuple(
-            cert
+        # 5. The PCK CRL verifies with a CA of its own issuer chain (which ends in the root);
+        # that this CA is also the quote's PCK CA is checked per quote.
+        if not any(
+            cert.subject == collateral.pck_crl.issuer and _crl_signed_by(collateral.pck_crl, cert)
             for cert in self._root_issued(collateral.pck_crl_issuer_chain, "pck_crl_issuer_chain")
-            if cert.subject == collateral.pck_crl.issuer
-            and _crl_signed_by(collateral.pck_crl, cert)
-        )
-        if not pck_crl_signers:
+        ):
             raise CollateralSignatureError(
                 "PCK CRL signature does not verify with its issuer chain", check="pck_crl.signature"
             )
-        checked = _CheckedCollateral(tcb_signers, qe_signers, pck_crl_signers)
+        checked = _CheckedCollateral(tcb_signers, qe_signers)
         self._checked_collaterals.put(collateral, checked)
         return checked
 
@@ -508,7 +507,7 @@ class DcapVerifier:
 # --- step 9 -------------------------------------------------------------------------------------
 
 
-def _check_qe_identity(qe_report: Any, qe_identity: Any) -> None:
+def _check_qe_identity(qe_report: EnclaveReport, qe_identity: QeIdentity) -> None:
     if qe_report.mr_signer != qe_identity.mr_signer:
         raise QeIdentityError(
             "QE MRSIGNER does not match the QE identity",

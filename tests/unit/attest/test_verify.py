@@ -368,3 +368,10 @@ def test_errors_name_check_expected_and_actual(verifier: DcapVerifier) -> None:
     assert error.check.endswith(".validity") and error.expected and error.actual
     as_dict = error.to_dict()
     assert as_dict["stage"] == "verify" and as_dict["type"] == "CollateralExpiredError"
+
+
+def test_pck_crl_must_verify_with_its_own_issuer_chain(verifier: DcapVerifier) -> None:
+    base = bundle(BASE_BUNDLE)
+    wrong_chain = dataclasses.replace(base, pck_crl_issuer_chain=base.tcb_info_issuer_chain)
+    with pytest.raises(errors.CollateralSignatureError, match="PCK CRL"):
+        verifier.verify(quote_bytes(BASE_QUOTE), wrong_chain, now=BASE_NOW)
