@@ -38,7 +38,11 @@ class AttestError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
-        out: dict[str, Any] = {"stage": self.stage, "type": type(self).__name__, "message": str(self)}
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "type": type(self).__name__,
+            "message": str(self),
+        }
         if self.check is not None:
             out["check"] = self.check
         if self.expected is not None:
@@ -86,6 +90,28 @@ class ProviderError(AttestError):
     """A quote provider could not produce a quote (no TDX device, generation race, library error)."""
 
     stage = "provider"
+
+
+class ProviderUnavailableError(ProviderError):
+    """The quote interface is absent or is not TDX (no configfs-tsm entry, wrong TSM, no library)."""
+
+
+class ProviderRaceError(ProviderError):
+    """Another writer kept changing the configfs-tsm report entry while we read our quote."""
+
+
+class QuoteGenerationError(ProviderError):
+    """The interface exists but failed to produce a quote (kernel I/O error, library error code)."""
+
+
+class RtmrExtendError(ProviderError):
+    """An RTMR could not be extended (bad index or digest, device or library failure)."""
+
+
+class AuthorityStoreError(AttestError):
+    """The simulated authority's directory is incomplete, corrupt or has unsafe permissions."""
+
+    stage = "simulated"
 
 
 def _show(value: Any) -> str:
