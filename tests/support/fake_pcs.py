@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -36,7 +37,7 @@ class FakePcs:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
-    def __enter__(self) -> FakePcs:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -84,7 +85,7 @@ class FakePcs:
         pcs = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 pcs.requests[parts.path] += 1
                 if pcs.delay_seconds:
