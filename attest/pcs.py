@@ -307,14 +307,14 @@ class CollateralFetcher:
         # 3. Fetch the rest, and assemble: a malformed response fails here, before caching.
         fetched = {part: self._fetch(part, fmspc, ca) for part in missing}
         try:
-            collateral = _assemble({**cached, **fetched})
+            collateral = assemble({**cached, **fetched})
         except CollateralFormatError:
             if not cached or self._offline:
                 raise
             # A cache entry that no longer assembles (damaged on disk): start from scratch.
             logger.warning("cached collateral for FMSPC %s is unusable; fetching it again", fmspc)
             fetched = {part: self._fetch(part, fmspc, ca) for part in Part}
-            collateral = _assemble(fetched)
+            collateral = assemble(fetched)
         served_fmspc = collateral.tcb_info.tcb_info.fmspc.hex()
         if served_fmspc != fmspc:
             raise CollateralUnavailableError(
@@ -349,7 +349,7 @@ class CollateralFetcher:
         return self._client.root_ca_crl()
 
 
-def _assemble(responses: Mapping[Part, PcsResponse]) -> Collateral:
+def assemble(responses: Mapping[Part, PcsResponse]) -> Collateral:
     tcb, qe, pck, root = (responses[p] for p in Part)
     return collateral_from_pcs_responses(
         tcb_info_body=tcb.body,
