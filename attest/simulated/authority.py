@@ -28,6 +28,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -97,45 +98,27 @@ def raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return point[1:]
 
 
-class _PlatformJson(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fmspc: str
-    pce_id: str
-    ppid: str
-    platform_instance_id: str
-    sgx_tcb_components: list[int]
-    pce_svn: int
-    cpu_svn: str
-    sgx_type: int
-    dynamic_platform: bool
-    cached_keys: bool
-    smt_enabled: bool
-    tee_tcb_svn: str
-    mr_seam: str
-    qe_mr_enclave: str
-    qe_mr_signer: str
-    qe_isv_prod_id: int
-    qe_isv_svn: int
-    qe_cpu_svn: str
-    qe_attributes: str
-    tcb_evaluation_data_number: int
-    tcb_date: str
+def _platform_to_json(platform: SimulatedPlatform) -> dict[str, Any]:
+    return {
+        name: value.hex() if isinstance(value, bytes) else value
+        for name, value in asdict(platform).items()
+    }
 
-    @classmethod
-    def of(cls, platform: SimulatedPlatform) -> _PlatformJson:
-        values = {
-            k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
-            for k, v in asdict(platform).items()
-        }
-        return cls(**values)
 
-    def platform(self) -> SimulatedPlatform:
-        values = self.model_dump()
-        for name, field in SimulatedPlatform.__dataclass_fields__.items():
-            if field.type in ("bytes", bytes):
-                values[name] = bytes.fromhex(values[name])
-        values["sgx_tcb_components"] = tuple(values["sgx_tcb_components"])
-        return SimulatedPlatform(**values)
+def _platform_from_json(values: dict[str, Any]) -> SimulatedPlatform:
+    """Rebuild the platform; SimulatedPlatform itself checks every size and range."""
+    converted = {}
+    for name, value in values.items():
+        kind = SimulatedPlatform.__dataclass_fields__.get(name)
+        if kind is None:
+            raise ValueError(f"unknown platform field {name!r}")
+        if kind.type in ("bytes", bytes):
+            converted[name] = bytes.fromhex(value)
+        elif isinstance(value, list):
+            converted[name] = tuple(value)
+        else:
+            converted[name] = value
+    return SimulatedPlatform(**converted)
 
 
 class _ManifestJson(BaseModel):
@@ -143,7 +126,7 @@ class _ManifestJson(BaseModel):
     format: int
     created: str
     root_sha256: str
-    platform: _PlatformJson
+    platform: dict[str, Any]
 
 
 class SimulatedAuthority:
@@ -222,8 +205,8 @@ class SimulatedAuthority:
                 actual=manifest.format,
             )
         try:
-            platform = manifest.platform.platform()
-        except ValueError as exc:
+            platform = _platform_from_json(manifest.platform)
+        except (TypeError, ValueError) as exc:
             raise AuthorityStoreError(
                 f"{manifest_path}: {exc}", check="authority platform"
             ) from exc
@@ -342,7 +325,7 @@ class SimulatedAuthority:
             format=FORMAT_VERSION,
             created=iso_time(now),
             root_sha256=self.root_sha256,
-            platform=_PlatformJson.of(self.platform),
+            platform=_platform_to_json(self.platform),
         )
         # Last: its presence marks a complete authority.
         _write_atomically(

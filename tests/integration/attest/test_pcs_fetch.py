@@ -279,6 +279,23 @@ def test_cache_writes_leave_no_temporary_files(client, cache):
     )
 
 
+def test_unusable_cache_directory_only_costs_a_fetch(client, pcs, tmp_path, caplog):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    fetcher = CollateralFetcher(client, CollateralCache(not_a_directory))
+    assert fetcher.collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID).identity.fmspc == FMSPC
+    assert "cannot cache" in caplog.text
+    fetcher.collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID)
+    assert pcs.total_requests == 8
+
+
+def test_unknown_pck_ca_is_refused(client, cache, pcs):
+    with pytest.raises(FormatError) as caught:
+        CollateralFetcher(client, cache).collateral(FMSPC, "intermediate", now=ALL_VALID)
+    assert caught.value.check == "pck ca"
+    assert pcs.total_requests == 0
+
+
 @pytest.mark.parametrize("fmspc", ["90c06f", "zz0c06f00000", "90c06f0000000"])
 def test_malformed_fmspc_is_refused_before_any_request(client, cache, pcs, fmspc):
     with pytest.raises(FormatError):

@@ -214,6 +214,19 @@ def test_load_refuses_a_manifest_that_disagrees_with_the_pck_certificate(authori
     assert caught.value.check == "pck sgx extension"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("fmspc", "zz"), ("fmspc", "00"), ("unknown", 1), ("pce_svn", -1)]
+)
+def test_load_refuses_malformed_platform_parameters(authority, field, value):
+    path = authority.directory / "authority.json"
+    manifest = json.loads(path.read_text())
+    manifest["platform"][field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(AuthorityStoreError) as caught:
+        SimulatedAuthority.load(authority.directory)
+    assert caught.value.check == "authority platform"
+
+
 def test_load_refuses_a_malformed_manifest(authority):
     (authority.directory / "authority.json").write_text('{"format": 1}')
     with pytest.raises(AuthorityStoreError, match="malformed"):
