@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attest.collateral import collateral_from_bundle_json, collateral_from_pcs_responses
+from attest.collateral import TcbStatus, collateral_from_bundle_json, collateral_from_pcs_responses
 from attest.providers import QuoteProvider
 from attest.quote import parse_quote
 from attest.rtmr import RtmrEvent, RtmrEventLog, extend_value, verify_replay
@@ -24,7 +24,6 @@ from attest.simulated import (
     SimulatedTd,
     simulated_collateral,
 )
-from attest.simulated.collateral import TCB_STATUSES
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 REPORT_DATA = hashlib.sha512(b"tls key binding").digest()
@@ -182,7 +181,7 @@ def test_collateral_signs_the_exact_json_text_it_stores(authority):
     )
 
 
-@pytest.mark.parametrize("status", [s for s in TCB_STATUSES if s != "Revoked"])
+@pytest.mark.parametrize("status", [s.value for s in TcbStatus if s is not TcbStatus.REVOKED])
 def test_collateral_can_grade_the_platform_as_asked(authority, quote, status):
     bundle = simulated_collateral(
         authority, now=NOW, tcb_status=status, advisory_ids=["SIMULATED-SA-00001"]
