@@ -178,6 +178,7 @@ def test_collateral_signs_the_exact_json_text_it_stores(authority):
     assert (
         from_pcs.to_bundle_json()
         == collateral_from_bundle_json(pieces.to_bundle_json()).to_bundle_json()
+        == pieces.to_collateral().to_bundle_json()
     )
 
 
