@@ -53,8 +53,9 @@ TCB_SIGNING_CN = "SIMULATED SGX TCB Signing"
 
 CA_LIFETIME = dt.timedelta(days=25 * 365)
 LEAF_LIFETIME = dt.timedelta(days=7 * 365)
-# Backdate a little so that a verifier whose clock is slightly behind still accepts the chain.
-BACKDATE = dt.timedelta(hours=1)
+# Backdated so that collateral issued "now" (an hour back) lies well inside the chain's validity,
+# and a verifier whose clock is slightly behind still accepts it.
+BACKDATE = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from support.fake_pcs import FakePcs
 
+from attest.collateral import TcbStatus
 from attest.errors import CollateralUnavailableError, FormatError
 from attest.pcs import (
     CollateralCache,
@@ -19,6 +20,7 @@ from attest.pcs import (
     PcsClient,
     PcsEndpoint,
 )
+from attest.verify import DcapVerifier
 
 FMSPC = "90c06f000000"
 TCB = "/tdx/certification/v4/tcb"
@@ -166,6 +168,14 @@ def test_fetched_collateral_matches_the_assembled_vector_bundle(client, cache, v
     bundle = json.loads((vectors_dir / "tdx/assembled/tinfoil_90c06f_2025-12.json").read_text())
     mine = json.loads(collateral.to_bundle_json())
     assert mine == bundle
+
+
+def test_fetched_collateral_verifies_a_real_quote_against_intels_root(client, cache, vectors_dir):
+    quote = (vectors_dir / "tdx/quotes/dstack_verifier_quote-report_v4.bin").read_bytes()
+    collateral = CollateralFetcher(client, cache).collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID)
+    result = DcapVerifier().verify(quote, collateral, now=ALL_VALID)
+    assert result.tcb_status is TcbStatus.UP_TO_DATE
+    assert not result.simulated
 
 
 def test_each_part_is_refetched_after_its_own_next_update(client, cache, pcs, tinfoil):
