@@ -148,6 +148,10 @@ class SimulatedAuthority:
         self.platform = platform
         self.keys = keys
         self.certificates = certificates
+        # Quotes carry the chain as DER inside PEM; encode it once.
+        self.pck_chain_der = tuple(
+            c.public_bytes(serialization.Encoding.DER) for c in self.pck_chain
+        )
 
     # -- construction ---------------------------------------------------------------------
 
@@ -227,30 +231,7 @@ class SimulatedAuthority:
         authority = cls(
             directory, platform, AuthorityKeys(**keys), AuthorityCertificates(**certificates)
         )
-        authority._check_chains()
-        try:
-            sgx_extension = (
-                certificates["pck"]
-                .extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
-                .value
-            )
-        except x509.ExtensionNotFound:
-            sgx_extension = None
-        if (
-            not isinstance(sgx_extension, x509.UnrecognizedExtension)
-            or sgx_extension.value != platform.sgx_extension()
-        ):
-            raise AuthorityStoreError(
-                f"pck.pem's SGX extension does not describe the platform in {MANIFEST}",
-                check="pck sgx extension",
-            )
-        if authority.root_sha256 != manifest.root_sha256:
-            raise AuthorityStoreError(
-                "root certificate differs from the one recorded at creation",
-                check="root fingerprint",
-                expected=manifest.root_sha256,
-                actual=authority.root_sha256,
-            )
+        authority._check_consistency(manifest.root_sha256)
         return authority
 
     @classmethod
@@ -334,6 +315,32 @@ class SimulatedAuthority:
             json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
             mode=0o644,
         )
+
+    def _check_consistency(self, recorded_root_sha256: str) -> None:
+        """Chains intact, subjects SIMULATED, the PCK extension describing the platform, and
+        the root the one recorded at creation."""
+        self._check_chains()
+        try:
+            sgx_extension = self.certificates.pck.extensions.get_extension_for_oid(
+                x509.ObjectIdentifier(SGX_EXTENSION_OID)
+            ).value
+        except x509.ExtensionNotFound:
+            sgx_extension = None
+        if (
+            not isinstance(sgx_extension, x509.UnrecognizedExtension)
+            or sgx_extension.value != self.platform.sgx_extension()
+        ):
+            raise AuthorityStoreError(
+                f"pck.pem's SGX extension does not describe the platform in {MANIFEST}",
+                check="pck sgx extension",
+            )
+        if self.root_sha256 != recorded_root_sha256:
+            raise AuthorityStoreError(
+                "root certificate differs from the one recorded at creation",
+                check="root fingerprint",
+                expected=recorded_root_sha256,
+                actual=self.root_sha256,
+            )
 
     def _check_chains(self) -> None:
         c = self.certificates
