@@ -13,6 +13,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.simulated_evidence import (
+    ATTESTATION_KEY,
+    NOW,
+    QE_REPORT,
+    QE_REPORT_SIGNATURE,
+    QUOTE_SIGNATURE,
+    REPORT_DATA,
+    SIGNED_REGION,
+)
 
 from attest.collateral import TcbStatus, collateral_from_bundle_json, collateral_from_pcs_responses
 from attest.providers import QuoteProvider
@@ -24,16 +33,6 @@ from attest.simulated import (
     SimulatedTd,
     simulated_collateral,
 )
-
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-REPORT_DATA = hashlib.sha512(b"tls key binding").digest()
-
-# v4 offsets (TDX-QUOTES.md §2-4) of the regions a verifier must protect.
-SIGNED_REGION = range(632)
-QUOTE_SIGNATURE = range(636, 700)
-ATTESTATION_KEY = range(700, 764)
-QE_REPORT = range(770, 1154)
-QE_REPORT_SIGNATURE = range(1154, 1218)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,19 @@ the caller passes, every result says `simulated`, and no protected byte can chan
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 import pytest
+from support.simulated_evidence import (
+    ATTESTATION_KEY,
+    MR_TD_FIELD,
+    NOW,
+    PROTECTED_REGIONS,
+    QE_REPORT,
+    QE_REPORT_SIGNATURE,
+    QUOTE_SIGNATURE,
+    REPORT_DATA,
+    REPORT_DATA_FIELD,
+)
 
 from attest.collateral import TcbStatus
 from attest.errors import (
@@ -29,16 +39,6 @@ from attest.simulated import (
     simulated_collateral,
 )
 from attest.verify import DcapVerifier
-
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-REPORT_DATA = hashlib.sha512(b"tls key binding").digest()
-
-# v4 offsets (TDX-QUOTES.md §2-4).
-SIGNED_REGION = range(632)
-QUOTE_SIGNATURE = range(636, 700)
-ATTESTATION_KEY = range(700, 764)
-QE_REPORT = range(770, 1154)
-QE_REPORT_SIGNATURE = range(1154, 1218)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_fails_with_the_root_of_another_simulated_authority(quote, collateral, t
 @pytest.mark.parametrize(
     ("region", "error", "check"),
     [
-        (range(568, 632), SignatureError, "quote_signature"),  # REPORTDATA
-        (range(184, 232), SignatureError, "quote_signature"),  # MRTD
+        (REPORT_DATA_FIELD, SignatureError, "quote_signature"),  # REPORTDATA
+        (MR_TD_FIELD, SignatureError, "quote_signature"),  # MRTD
         (QUOTE_SIGNATURE, SignatureError, "quote_signature"),
         (ATTESTATION_KEY, KeyBindingError, "qe_report.report_data"),
         (QE_REPORT, SignatureError, "qe_report_signature"),
@@ -108,13 +108,7 @@ def test_a_flipped_byte_fails_at_the_check_that_protects_it(
 
 
 def test_no_byte_of_the_protected_regions_can_change(quote, collateral, verifier):
-    protected = [
-        *SIGNED_REGION,
-        *QUOTE_SIGNATURE,
-        *ATTESTATION_KEY,
-        *QE_REPORT,
-        *QE_REPORT_SIGNATURE,
-    ]
+    protected = [offset for region in PROTECTED_REGIONS for offset in region]
     accepted = []
     for offset in protected:
         tampered = bytearray(quote)
