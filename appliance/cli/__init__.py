@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import collateral
+from appliance.cli import collateral, quote
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (collateral,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral)
 
 EXIT_USAGE = 2
 
