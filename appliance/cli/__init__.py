@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import collateral, quote
+from appliance.cli import collateral, quote, simulated
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral, simulated)
 
 EXIT_USAGE = 2
 

@@ -1,9 +1,8 @@
-"""`appliance collateral fetch|simulate`: DCAP collateral as a bundle JSON file.
+"""`appliance collateral fetch`: DCAP collateral as a bundle JSON file.
 
-`fetch` gets TCB info, QE identity and CRLs from Intel's PCS (or a PCCS) through the on-disk
-cache, for an FMSPC and PCK CA given directly or read from a quote's PCK certificate.
-`simulate` writes collateral of the simulated authority (created in its directory if absent).
-Exit status: 0 written; 1 collateral unavailable or malformed, unreadable quote or authority.
+Gets TCB info, QE identity and CRLs from Intel's PCS (or a PCCS) through the on-disk cache, for
+an FMSPC and PCK CA given directly or read from a quote's PCK certificate.
+Exit status: 0 written; 1 collateral unavailable or malformed, unreadable quote.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from attest.errors import AttestError, FormatError
 from attest.pck import pck_extension_of
 from attest.pcs import CollateralCache, CollateralFetcher, PckCa, PcsClient, PcsEndpoint
 from attest.quote import parse_quote
-from attest.simulated import SimulatedAuthority, simulated_collateral
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,7 +31,7 @@ def default_cache_dir() -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    collateral = subparsers.add_parser("collateral", help="DCAP collateral (PCS fetch, simulated)")
+    collateral = subparsers.add_parser("collateral", help="DCAP collateral from the PCS or a PCCS")
     commands = collateral.add_subparsers(dest="collateral_command", required=True, metavar="ACTION")
 
     fetch = commands.add_parser("fetch", help="fetch collateral from Intel's PCS or a PCCS")
@@ -56,23 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     fetch.add_argument("--offline", action="store_true", help="use the cache only, no network")
     fetch.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
-    _add_output_options(fetch)
+    add_output_options(fetch)
     fetch.set_defaults(func=run_fetch)
 
-    simulate = commands.add_parser("simulate", help="collateral of the simulated authority")
-    simulate.add_argument(
-        "--authority",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="simulated authority directory (created if empty)",
-    )
-    simulate.add_argument("--validity-days", type=int, default=30, metavar="DAYS")
-    _add_output_options(simulate)
-    simulate.set_defaults(func=run_simulate)
 
-
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
+def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
@@ -82,7 +68,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--at",
-        type=_utc_time,
+        type=utc_time,
         default=None,
         metavar="TIME",
         help="evaluate at this ISO 8601 time instead of now",
@@ -107,24 +93,6 @@ def run_fetch(args: argparse.Namespace) -> int:
     return _write(collateral.to_bundle_json(), args.output, collateral)
 
 
-def run_simulate(args: argparse.Namespace) -> int:
-    now = args.at or dt.datetime.now(dt.UTC)
-    try:
-        authority = SimulatedAuthority.load_or_create(args.authority, now=now)
-        pieces = simulated_collateral(
-            authority, now=now, validity=dt.timedelta(days=args.validity_days)
-        )
-    except AttestError as exc:
-        print(f"appliance collateral simulate: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(
-        f"SIMULATED collateral; root {authority.directory / 'root-ca.pem'} "
-        f"(SHA-256 {authority.root_sha256})",
-        file=sys.stderr,
-    )
-    return _write(pieces.to_bundle_json(), args.output, None)
-
-
 def _target(args: argparse.Namespace) -> tuple[str, PckCa]:
     if args.fmspc:
         return args.fmspc, PckCa(args.ca)
@@ -139,22 +107,26 @@ def _target(args: argparse.Namespace) -> tuple[str, PckCa]:
     return pck_extension_of(leaf).fmspc.hex(), PckCa(pck_ca_of(leaf))
 
 
-def _write(text: str, output: Path | None, collateral: Collateral | None) -> int:
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
-    if collateral is not None:
-        identity = collateral.identity
-        print(
-            f"FMSPC {identity.fmspc}, TCB evaluation {identity.tcb_evaluation_data_number}, "
-            f"TCB info valid until {identity.tcb_info_next_update:%Y-%m-%dT%H:%M:%SZ}",
-            file=sys.stderr,
-        )
+def _write(text: str, output: Path | None, collateral: Collateral) -> int:
+    write_output(text.encode(), output)
+    identity = collateral.identity
+    print(
+        f"FMSPC {identity.fmspc}, TCB evaluation {identity.tcb_evaluation_data_number}, "
+        f"TCB info valid until {identity.tcb_info_next_update:%Y-%m-%dT%H:%M:%SZ}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
-def _utc_time(text: str) -> dt.datetime:
+def write_output(data: bytes, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+
+
+def utc_time(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text)  # Python >= 3.11 reads "Z"
     except ValueError:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
-import dcap_qvl
 import pytest
 from support.fake_pcs import FakePcs
 
 from appliance.cli import main
-from attest.collateral import collateral_from_bundle_json
-from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
 
 AT = "2026-01-10T00:00:00Z"
 
@@ -64,22 +60,3 @@ def test_usage_errors_exit_2(tmp_path):
     with pytest.raises(SystemExit) as caught:
         main(["collateral", "fetch", "--at", AT])
     assert caught.value.code == 2
-
-
-def test_simulate_writes_collateral_that_verifies_simulated_quotes(tmp_path, capsys):
-    authority_dir = tmp_path / "authority"
-    out = tmp_path / "simulated.json"
-    assert main(["collateral", "simulate", "--authority", str(authority_dir), "--at", AT,
-                 "-o", str(out)]) == 0  # fmt: skip
-    assert "SIMULATED collateral" in capsys.readouterr().err
-
-    authority = SimulatedAuthority.load(authority_dir)
-    bundle = out.read_text()
-    assert collateral_from_bundle_json(bundle).identity.fmspc == authority.platform.fmspc.hex()
-    quote = SimulatedQuoteProvider(authority).get_quote(bytes(64))
-    now = int(dt.datetime.fromisoformat(AT).timestamp())
-    collateral = dcap_qvl.QuoteCollateralV3.from_json(bundle)
-    assert (
-        dcap_qvl.verify_with_root_ca(quote, collateral, authority.root_der, now).status
-        == "UpToDate"
-    )
