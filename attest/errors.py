@@ -153,6 +153,28 @@ class ProviderError(AttestError):
     stage = "provider"
 
 
+class ProviderUnavailableError(ProviderError):
+    """The quote interface is absent or is not TDX (no configfs-tsm entry, wrong TSM, no library)."""
+
+
+class ProviderRaceError(ProviderError):
+    """Another writer kept changing the configfs-tsm report entry while we read our quote."""
+
+
+class QuoteGenerationError(ProviderError):
+    """The interface exists but failed to produce a quote (kernel I/O error, library error code)."""
+
+
+class RtmrExtendError(ProviderError):
+    """An RTMR could not be extended (bad index or digest, device or library failure)."""
+
+
+class AuthorityStoreError(AttestError):
+    """The simulated authority's directory is incomplete, corrupt or has unsafe permissions."""
+
+    stage = "simulated"
+
+
 def _show(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
