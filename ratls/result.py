@@ -18,14 +18,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+Outcome = Literal["passed", "failed", "not_pinned", "unsafe_allowed"]
+
+
 class Check(_Model):
-    """One check: `passed` is False for the failing one; `expected`/`actual` as shown to people."""
+    """One check and its outcome; `expected`/`actual` as shown to people.
+
+    `not_pinned`: the policy does not constrain this value (it is reported, not checked);
+    `unsafe_allowed`: it failed but an `unsafe_` policy switch let it pass.
+    """
 
     name: str
-    passed: bool
+    stage: str
+    outcome: Outcome
     expected: str | None = None
     actual: str | None = None
-    stage: str
 
 
 class ErrorInfo(_Model):

@@ -159,12 +159,15 @@ def run_chat(args: argparse.Namespace) -> int:
                 model=args.model, messages=messages, max_tokens=args.max_tokens
             )
             print(completion.choices[0].message.content)
+    except AttestationRefused as refused:
+        print(refused.result.summary(), file=sys.stderr)
+        return EXIT_REFUSED
     except openai.APIConnectionError as exc:
-        refused = exc.__cause__
-        if isinstance(refused, AttestationRefused):
-            print(refused.result.summary(), file=sys.stderr)
-            return EXIT_REFUSED
-        print(f"appliance chat: cannot reach {args.url}: {refused or exc}", file=sys.stderr)
+        if isinstance(exc.__cause__, AttestationRefused):  # older SDKs wrap it
+            print(exc.__cause__.result.summary(), file=sys.stderr)
+        else:
+            print(f"appliance chat: cannot reach {args.url}: {exc.__cause__ or exc}",
+                  file=sys.stderr)
         return EXIT_REFUSED
     except openai.APIStatusError as exc:
         print(f"appliance chat: the appliance answered {exc.status_code}: {exc.message}",
