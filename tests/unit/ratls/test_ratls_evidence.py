@@ -80,13 +80,13 @@ def test_nonce_query_value_parses() -> None:
 def test_echo_mismatches_are_binding_errors(identity, sim_provider, field, value) -> None:
     evidence = make_nonce_evidence(identity, sim_provider, NONCE, now=NOW)
     with pytest.raises(BindingError) as err:
-        check_nonce_evidence(evidence.model_copy(update={field: value}), NONCE, identity.certificate)
+        check_nonce_evidence(
+            evidence.model_copy(update={field: value}), NONCE, identity.certificate
+        )
     assert err.value.check == field
 
 
-@pytest.mark.parametrize(
-    "body", [b"{}", b"not json", b'{"version": 2}', b"x" * (1024 * 1024 + 1)]
-)
+@pytest.mark.parametrize("body", [b"{}", b"not json", b'{"version": 2}', b"x" * (1024 * 1024 + 1)])
 def test_malformed_evidence_is_refused(body) -> None:
     with pytest.raises(EvidenceUnavailableError):
         parse_nonce_evidence(body)
@@ -114,8 +114,13 @@ class RawServer:
 
 
 def http_answer(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body)
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n".encode()
+        + extra
+        + b"\r\n"
+        + body
+    )
 
 
 @pytest.fixture
@@ -125,11 +130,14 @@ def evidence_json(identity, sim_provider) -> bytes:
 
 def test_exchange_sends_one_get_and_leaves_the_connection_usable(evidence_json) -> None:
     server = RawServer(http_answer(evidence_json))
-    evidence = request_nonce_evidence(SocketChannel(server.client), authority="a.test:8443",
-                                      nonce=NONCE)
+    evidence = request_nonce_evidence(
+        SocketChannel(server.client), authority="a.test:8443", nonce=NONCE
+    )
     assert isinstance(evidence, NonceEvidence)
     server.thread.join(5)
-    assert server.received.startswith(f"GET /v1/attestation?nonce={NONCE.hex()} HTTP/1.1\r\n".encode())
+    assert server.received.startswith(
+        f"GET /v1/attestation?nonce={NONCE.hex()} HTTP/1.1\r\n".encode()
+    )
     assert b"host: a.test:8443\r\n" in server.received.lower()
 
 
