@@ -1,7 +1,7 @@
 """RA-TLS connect cost on loopback, against a plain TLS connect measured in the same run.
 
 Three client paths to the same server (a simulated TD's RA-TLS identity), interleaved round by
-round so that the shared, noisy machine affects all alike:
+round in a shuffled order so that the shared, noisy machine affects all alike:
 
 * plain:  TCP connect + TLS handshake + close (no certificate checks at all);
 * cold:   the same, plus full verification (certificate, DCAP with warm collateral, policy,
@@ -17,6 +17,7 @@ Usage: .venv/bin/python bench/ratls_connect.py [--rounds N]
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import ssl
 import statistics
@@ -109,9 +110,12 @@ def main() -> int:
     for run in paths.values():  # warm-up: imports, first handshakes, the warm cache
         run()
     samples: dict[str, list[float]] = {name: [] for name in paths}
+    order = list(paths)
+    shuffler = random.Random(0)
     for _ in range(args.rounds):
-        for name, run in paths.items():
-            samples[name].append(timed(run))
+        shuffler.shuffle(order)  # no path always follows the expensive one
+        for name in order:
+            samples[name].append(timed(paths[name]))
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     plain = medians["plain TLS"]
