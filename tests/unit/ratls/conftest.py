@@ -1,7 +1,7 @@
-"""Fixtures for ratls unit tests that need no DCAP evidence: a recording quote provider.
+"""Fixtures for ratls unit tests: the simulated TD's quote provider, recording what it is asked.
 
-The provider stands in for TDX hardware (the only mocked edge): it records the REPORTDATA it is
-asked for and returns bytes that carry it, so tests can see what the issuer bound.
+The simulated authority stands in for TDX hardware (the only mocked edge); the recording wrapper
+lets tests see which REPORTDATA the issuer bound, and make the provider fail.
 """
 
 from __future__ import annotations
@@ -11,15 +11,19 @@ from datetime import UTC, datetime
 import pytest
 from support.clock import ManualClock
 
+from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
 from ratls.profile import SubjectNames
 
 START = datetime(2026, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
 
 
 class RecordingProvider:
+    """A simulated TD's provider that records REPORTDATA requests and can be made to fail."""
+
     tee = "simulated"
 
-    def __init__(self) -> None:
+    def __init__(self, inner: SimulatedQuoteProvider) -> None:
+        self.inner = inner
         self.requests: list[bytes] = []
         self.fail_with: Exception | None = None
 
@@ -27,7 +31,12 @@ class RecordingProvider:
         if self.fail_with is not None:
             raise self.fail_with
         self.requests.append(report_data)
-        return b"QUOTE:" + report_data
+        return self.inner.get_quote(report_data)
+
+
+@pytest.fixture(scope="session")
+def sim_authority(tmp_path_factory) -> SimulatedAuthority:
+    return SimulatedAuthority.create(tmp_path_factory.mktemp("sim") / "authority", now=START)
 
 
 @pytest.fixture
@@ -36,8 +45,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
+def provider(sim_authority) -> RecordingProvider:
+    return RecordingProvider(SimulatedQuoteProvider(sim_authority))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from attest.quote import parse_quote
-from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
+from attest.simulated import SimulatedQuoteProvider
 from ratls.connection import SocketChannel, request_nonce_evidence
 from ratls.errors import BindingError, EvidenceUnavailableError, NonceError
 from ratls.evidence import (
@@ -26,10 +26,9 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NONCE = bytes(range(32))
 
 
-@pytest.fixture(scope="module")
-def sim_provider(tmp_path_factory) -> SimulatedQuoteProvider:
-    authority = SimulatedAuthority.create(tmp_path_factory.mktemp("sim") / "authority", now=NOW)
-    return SimulatedQuoteProvider(authority)
+@pytest.fixture
+def sim_provider(sim_authority) -> SimulatedQuoteProvider:
+    return SimulatedQuoteProvider(sim_authority)
 
 
 @pytest.fixture
