@@ -30,6 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from attest.certs import common_name, load_certificate
 from attest.errors import CollateralFormatError
 
 TCB_INFO_ID_TDX = "TDX"
@@ -195,7 +196,7 @@ class CertificateChain:
             raise CollateralFormatError("empty certificate chain", check="issuer_chain",
                                         expected=">= 1 certificate", actual=0)
         try:
-            certificates = tuple(x509.load_der_x509_certificate(d) for d in self.der)
+            certificates = tuple(load_certificate(d) for d in self.der)
         except ValueError as exc:
             raise CollateralFormatError("malformed certificate in issuer chain",
                                         check="issuer_chain", actual=str(exc)) from None
@@ -745,12 +746,6 @@ def _revocation_list(der: bytes, what: str) -> RevocationList:
         return RevocationList(der)
     except CollateralFormatError as exc:
         raise CollateralFormatError(f"{what}: {exc}", check=what) from None
-
-
-def common_name(name: x509.Name) -> str:
-    """The first CN of an X.509 name, or "" when it has none."""
-    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(values[0].value) if values else ""
 
 
 def _iso(moment: datetime) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from attest.certs import load_certificate
 from attest.errors import CertificateError
 
 # SHA-256 of the DER of "Intel SGX Root CA" (serial 22650CD6..., valid 2018-05-21..2049-12-31).
@@ -31,7 +32,7 @@ class TrustRoot:
 
     def __post_init__(self) -> None:
         try:
-            certificate = x509.load_der_x509_certificate(self.der)
+            certificate = load_certificate(self.der)
         except ValueError as exc:
             raise CertificateError("trust root is not a certificate", check="root",
                                    actual=str(exc)) from None

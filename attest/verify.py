@@ -51,8 +51,8 @@ from attest.collateral import (
     CollateralIdentity,
     RevocationList,
     TcbStatus,
-    common_name,
 )
+from attest.certs import common_name, load_certificate
 from attest.errors import (
     CertificateError,
     CertificateValidityError,
@@ -386,7 +386,7 @@ class DcapVerifier:
                                    actual=hashlib.sha256(root_der).hexdigest())
         pck_ca = self._verified_ca(ca_der)
         try:
-            leaf = x509.load_der_x509_certificate(leaf_der)
+            leaf = load_certificate(leaf_der)
         except ValueError as exc:
             raise CertificateError("PCK leaf certificate is malformed", check="pck_leaf",
                                    actual=str(exc)) from None
@@ -409,7 +409,7 @@ class DcapVerifier:
         if cached is not None:
             return cached
         try:
-            certificate = x509.load_der_x509_certificate(der)
+            certificate = load_certificate(der)
         except ValueError as exc:
             raise CertificateError("PCK CA certificate is malformed", check="pck_ca",
                                    actual=str(exc)) from None

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import attest as attest_commands
+from appliance.cli import attest, collateral, quote, simulated
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (attest_commands,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral, simulated, attest)
 
 EXIT_USAGE = 2
 

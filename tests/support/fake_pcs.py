@@ -25,8 +25,12 @@ class FakePcs:
         self.delay_seconds = 0.0
         self.omit_chain_headers = False
         self.oversize = False
+        # requested FMSPC -> FMSPC whose document is served instead (a misbehaving server).
+        self.fmspc_alias: dict[str, str] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -52,7 +56,8 @@ class FakePcs:
             return self.fail[path], b"", {"Error-Message": "injected failure"}
         one = {key: values[0] for key, values in query.items()}
         if path == "/tdx/certification/v4/tcb":
-            stem = f"tcb_info_{one.get('fmspc', '').lower()}"
+            fmspc = one.get("fmspc", "").lower()
+            stem = f"tcb_info_{self.fmspc_alias.get(fmspc, fmspc)}"
             return self._document(f"{stem}.json", f"{stem}_chain.txt", "TCB-Info-Issuer-Chain")
         if path == "/tdx/certification/v4/qe/identity":
             return self._document(
