@@ -103,7 +103,8 @@ def _measurements(body: TdReport) -> dict[str, bytes]:
 
 
 def _safe_statuses_only(value: Any) -> Any:
-    unsafe = {s.value for s in UNSAFE_TCB_STATUSES} & set(value if isinstance(value, list | tuple) else ())
+    items = value if isinstance(value, list | tuple) else ()
+    unsafe = {s.value for s in UNSAFE_TCB_STATUSES} & {item for item in items if isinstance(item, str)}
     if unsafe:
         raise ValueError(f"{sorted(unsafe)} may only be listed in unsafe_allowed_tcb_statuses")
     return value
