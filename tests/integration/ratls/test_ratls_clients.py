@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from support.ratls_fixtures import *  # noqa: F403 - fixtures
 from support.ratls_server import COMPLETION_TEXT, MODEL
 from support.ratls_world import NAMES, NOW, CountingCollateral, FixedSource
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from support.ratls_fixtures import *  # noqa: F403 - fixtures
 from support.ratls_world import NOW
 
 from ratls.connection import probe
@@ -21,7 +22,7 @@ from ratls.requests_adapter import attested_session
 
 pytestmark = pytest.mark.slow
 
-APP = '''
+APP = """
 from ratls.server import presented_identity
 
 
@@ -31,9 +32,9 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
-CONFIG = '''
+CONFIG = """
 from datetime import datetime
 
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
@@ -51,7 +52,7 @@ bind = "127.0.0.1:{port}"
 workers = 1
 certfile = "/dev/null"  # gunicorn needs one to enable TLS; the hook never reads it
 ssl_context = RotatingServerContext(_issuer).gunicorn_hook
-'''
+"""
 
 
 def free_port() -> int:
@@ -65,12 +66,24 @@ def gunicorn_url(authority, tmp_path) -> Iterator[str]:
     port = free_port()
     (tmp_path / "ratls_app.py").write_text(APP)
     config = tmp_path / "gunicorn_conf.py"
-    config.write_text(textwrap.dedent(CONFIG.format(
-        now=NOW.isoformat(), authority=str(authority.directory), port=port)))
+    config.write_text(
+        textwrap.dedent(
+            CONFIG.format(now=NOW.isoformat(), authority=str(authority.directory), port=port)
+        )
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(config), "--pythonpath", str(tmp_path),
-         "ratls_app:app"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(config),
+            "--pythonpath",
+            str(tmp_path),
+            "ratls_app:app",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -96,4 +109,3 @@ def test_gunicorn_serves_a_verifiable_ratls_identity(gunicorn_url, make_verifier
     with attested_session(verifier, clock=clock) as session:
         presented = session.get(f"{gunicorn_url}/").text
     assert presented == result.certificate.sha256_fingerprint
-

@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from attest.quote import parse_quote
 from attest.simulated import SimulatedQuoteProvider

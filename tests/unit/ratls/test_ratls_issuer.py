@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from attest.quote import parse_quote
 from ratls.errors import CertificateFormatError, IssuanceError

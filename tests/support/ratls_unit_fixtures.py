@@ -2,6 +2,9 @@
 
 The simulated authority stands in for TDX hardware (the only mocked edge); the recording wrapper
 lets tests see which REPORTDATA the issuer bound, and make the provider fail.
+
+Test modules take these fixtures with `from support.ratls_unit_fixtures import *`: a conftest.py
+here would shadow the root one for `from conftest import ...` elsewhere in the suite.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from support.clock import ManualClock
 
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
 from ratls.profile import SubjectNames
+from support.clock import ManualClock
 
 START = datetime(2026, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
+
+
+__all__ = ["sim_authority", "clock", "provider", "names"]
 
 
 class RecordingProvider:

@@ -2,6 +2,9 @@
 
 Everything is real (TLS, DCAP verification, HTTP) except the TDX hardware, which the simulated
 authority of `attest.simulated` stands in for. Time is injected (a ManualClock).
+
+Test modules take these fixtures with `from support.ratls_fixtures import *`: a conftest.py
+here would shadow the root one for `from conftest import ...` elsewhere in the suite.
 """
 
 from __future__ import annotations
@@ -9,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.clock import ManualClock
-from support.ratls_server import RatlsTestServer
-from support.ratls_world import NAMES, NOW
 
 from attest.collateral import collateral_from_bundle_json
 from attest.roots import TrustRoot
@@ -21,6 +21,21 @@ from ratls.collateral import CollateralSource, StaticCollateral
 from ratls.issuer import IdentityIssuer
 from ratls.policy import AppraisalPolicy
 from ratls.verifier import RatlsVerifier
+from support.clock import ManualClock
+from support.ratls_server import RatlsTestServer
+from support.ratls_world import NAMES, NOW
+
+__all__ = [
+    "authority",
+    "sim_root",
+    "collateral_json",
+    "clock",
+    "provider",
+    "issuer",
+    "serve",
+    "server",
+    "make_verifier",
+]
 
 
 @pytest.fixture(scope="session")
