@@ -381,3 +381,17 @@ def _unchecked_identity(key, der: bytes) -> Identity:
             ip_addresses=NAMES.ip_addresses,
         ),
     )
+
+
+def test_proxies_are_refused_not_bypassed(server, make_verifier, clock) -> None:
+    with attested_session(make_verifier(), clock=clock) as session:
+        with pytest.raises(RatlsError, match="proxies") as err:
+            session.get(f"{server.url}/v1/models", proxies={"https": "http://127.0.0.1:9"})
+    assert err.value.check == "proxy"
+    assert server.connections == []
+
+
+@pytest.mark.parametrize("option", ["transport", "verify", "mounts", "proxy", "http2"])
+def test_httpx_options_that_would_bypass_verification_are_refused(make_verifier, option) -> None:
+    with pytest.raises(TypeError, match="bypass"):
+        attested_httpx_client(make_verifier(), **{option: None})

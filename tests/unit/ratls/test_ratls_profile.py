@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
-from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from ratls.errors import CertificateError, CertificateFormatError, NonceError
 from ratls.profile import (
