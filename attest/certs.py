@@ -12,17 +12,21 @@ _PARSE_ERRORS = (TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.Dupl
                  x509.UnsupportedGeneralNameType)
 
 
-def load_certificate(der: bytes) -> x509.Certificate:
+def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificate:
     """A DER certificate with every field verification reads already parsed.
 
-    `cryptography` parses some fields only on first access, so a malformed issuer or extension
-    would otherwise surface as a `ValueError` deep inside verification. Raises `ValueError`.
+    `cryptography` parses some fields only on first access, so a malformed name or extension
+    would otherwise surface as a `ValueError` or `TypeError` deep inside verification. Raises
+    `ValueError`. `parse_names=False` skips building the subject and issuer `Name`s (slow, and
+    needed only for messages) of a certificate whose issuer `verify_directly_issued_by` checks.
     """
     try:
         certificate = x509.load_der_x509_certificate(der)
-        _ = (certificate.issuer, certificate.subject, certificate.extensions,
-             certificate.not_valid_before_utc, certificate.not_valid_after_utc,
-             certificate.signature_algorithm_oid, certificate.public_key())
+        _ = (certificate.extensions, certificate.not_valid_before_utc,
+             certificate.not_valid_after_utc, certificate.signature_algorithm_oid,
+             certificate.public_key())
+        if parse_names:
+            _ = (certificate.subject, certificate.issuer)
     except ValueError:
         raise
     except _PARSE_ERRORS as exc:

@@ -59,6 +59,22 @@ def elements(data: bytes, what: str) -> list[Tlv]:
     return out
 
 
+def oid_value_pair(data: bytes, what: str) -> tuple[bytes, Tlv]:
+    """The content of SEQUENCE {OBJECT IDENTIFIER, value}: the OID's octets and the value."""
+    # Fast path for short-form lengths (all of the SGX extension): the same result as the
+    # general path below, without building lists; anything else takes the general path.
+    size = len(data)
+    if size >= 4 and data[0] == TAG_OID and data[1] < _LONG_LENGTH:
+        at = 2 + data[1]
+        if (at + 2 <= size and data[at] & _HIGH_TAG_NUMBER != _HIGH_TAG_NUMBER
+                and data[at + 1] < _LONG_LENGTH and at + 2 + data[at + 1] == size):
+            return data[2:at], (data[at], data[at + 2 :])
+    pair = elements(data, what)
+    if len(pair) != 2 or pair[0][0] != TAG_OID:
+        raise FormatError(f"{what}: each entry must be SEQUENCE {{OID, value}}", check=f"{what}.entry")
+    return pair[0][1], pair[1]
+
+
 def single(data: bytes, tag: int, what: str) -> bytes:
     """The content of the one element that `data` must consist of, with the given tag."""
     found = elements(data, what)

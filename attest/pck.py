@@ -27,6 +27,7 @@ from attest.der import (
     elements,
     encode_oid,
     expect_tag,
+    oid_value_pair,
     single,
 )
 from attest.errors import FormatError
@@ -188,12 +189,8 @@ def _arc_entries(content: bytes, prefix: bytes, what: str, *, allowed: range) ->
     # Every arc used here is below 128, so `prefix`.N is the prefix's octets plus one octet N;
     # comparing octets (not dotted strings) is both stricter and faster.
     entries: dict[int, Tlv] = {}
-    for tag, pair_content in elements(content, what):
-        pair = elements(pair_content, what) if tag == TAG_SEQUENCE else ()
-        if len(pair) != 2 or pair[0][0] != TAG_OID:
-            raise FormatError(f"{what}: each entry must be SEQUENCE {{OID, value}}",
-                              check=f"{what}.entry")
-        oid = pair[0][1]
+    for element in elements(content, what):
+        oid, value = oid_value_pair(expect_tag(element, TAG_SEQUENCE, what), what)
         arc = oid[-1] if len(oid) == len(prefix) + 1 and oid.startswith(prefix) else -1
         if arc not in allowed:
             dotted = decode_oid(prefix, what)
@@ -203,7 +200,7 @@ def _arc_entries(content: bytes, prefix: bytes, what: str, *, allowed: range) ->
         if arc in entries:
             raise FormatError(f"{what}: duplicate element", check=f"{what}.oid",
                               actual=f"{decode_oid(prefix, what)}.{arc}")
-        entries[arc] = pair[1]
+        entries[arc] = value
     return entries
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -147,16 +148,60 @@ def _take(data: bytes, span: Span, base: int = 0) -> bytes:
 
 
 def _require_size(owner: str, name: str, value: bytes, size: int) -> None:
-    if not isinstance(value, bytes) or len(value) != size:
+    if type(value) is not bytes or len(value) != size:
         actual = len(value) if isinstance(value, bytes) else type(value).__name__
         raise FormatError(f"{owner}.{name} has the wrong size", check=f"{owner}.{name}",
                           expected=size, actual=actual)
 
 
-def _require_uint(owner: str, name: str, value: int, size: int) -> None:
-    if not isinstance(value, int) or not 0 <= value < 1 << (8 * size):
-        raise FormatError(f"{owner}.{name} out of range", check=f"{owner}.{name}",
-                          expected=f"u{8 * size}", actual=value)
+_UINT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+class _Layout:
+    """A fixed-size structure described by (attribute, span, is_integer) rows: packs and unpacks
+    it with one `struct` call and checks the sizes and ranges of field values."""
+
+    def __init__(self, owner: str, fields: tuple[tuple[str, Span, bool], ...], size: int) -> None:
+        offset = 0
+        for name, span, _ in fields:
+            if span.offset != offset:
+                raise AssertionError(f"{owner}.{name}: layout gap or overlap at {offset}")
+            offset = span.end
+        if offset != size:
+            raise AssertionError(f"{owner}: layout covers {offset} of {size} bytes")
+        self.owner = owner
+        self.fields = fields
+        self.names = tuple(name for name, _, _ in fields)
+        self._struct = struct.Struct("<" + "".join(
+            _UINT_FORMATS[span.size] if is_integer else f"{span.size}s" for _, span, is_integer in fields
+        ))
+
+    def unpack(self, data: bytes, offset: int = 0) -> tuple:
+        return self._struct.unpack_from(data, offset)
+
+    def pack(self, values: tuple) -> bytes:
+        return self._struct.pack(*values)
+
+    def check(self, values: tuple) -> None:
+        for (name, span, is_integer), value in zip(self.fields, values, strict=True):
+            if is_integer:
+                if type(value) is not int or not 0 <= value < 1 << (8 * span.size):
+                    raise FormatError(f"{self.owner}.{name} out of range", check=f"{self.owner}.{name}",
+                                      expected=f"u{8 * span.size}", actual=value)
+            elif type(value) is not bytes or len(value) != span.size:
+                actual = len(value) if isinstance(value, bytes) else type(value).__name__
+                raise FormatError(f"{self.owner}.{name} has the wrong size",
+                                  check=f"{self.owner}.{name}", expected=span.size, actual=actual)
+
+
+_HEADER = _Layout("header", (
+    ("version", HEADER_VERSION, True),
+    ("att_key_type", HEADER_ATT_KEY_TYPE, True),
+    ("tee_type", HEADER_TEE_TYPE, True),
+    ("reserved", HEADER_RESERVED, False),
+    ("qe_vendor_id", HEADER_QE_VENDOR_ID, False),
+    ("user_data", HEADER_USER_DATA, False),
+), HEADER_SIZE)
 
 
 @dataclass(frozen=True)
@@ -169,52 +214,41 @@ class QuoteHeader:
     user_data: bytes
 
     def __post_init__(self) -> None:
-        _require_uint("header", "version", self.version, HEADER_VERSION.size)
-        _require_uint("header", "att_key_type", self.att_key_type, HEADER_ATT_KEY_TYPE.size)
-        _require_uint("header", "tee_type", self.tee_type, HEADER_TEE_TYPE.size)
-        _require_size("header", "reserved", self.reserved, HEADER_RESERVED.size)
-        _require_size("header", "qe_vendor_id", self.qe_vendor_id, HEADER_QE_VENDOR_ID.size)
-        _require_size("header", "user_data", self.user_data, HEADER_USER_DATA.size)
+        _HEADER.check(self._values())
+
+    def _values(self) -> tuple:
+        return (self.version, self.att_key_type, self.tee_type, self.reserved, self.qe_vendor_id,
+                self.user_data)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> QuoteHeader:
-        return cls(
-            version=_le(data, HEADER_VERSION),
-            att_key_type=_le(data, HEADER_ATT_KEY_TYPE),
-            tee_type=_le(data, HEADER_TEE_TYPE),
-            reserved=_take(data, HEADER_RESERVED),
-            qe_vendor_id=_take(data, HEADER_QE_VENDOR_ID),
-            user_data=_take(data, HEADER_USER_DATA),
-        )
+        return cls(*_HEADER.unpack(data))
 
     def to_bytes(self) -> bytes:
-        return b"".join((
-            self.version.to_bytes(HEADER_VERSION.size, "little"),
-            self.att_key_type.to_bytes(HEADER_ATT_KEY_TYPE.size, "little"),
-            self.tee_type.to_bytes(HEADER_TEE_TYPE.size, "little"),
-            self.reserved,
-            self.qe_vendor_id,
-            self.user_data,
-        ))
+        return _HEADER.pack(self._values())
 
 
-# (attribute, span) of the TD report body's fixed-size byte fields, in layout order.
-_TD_REPORT10_FIELDS: tuple[tuple[str, Span], ...] = (
-    ("tee_tcb_svn", TD_TEE_TCB_SVN),
-    ("mr_seam", TD_MR_SEAM),
-    ("mr_signer_seam", TD_MR_SIGNER_SEAM),
-    ("seam_attributes", TD_SEAM_ATTRIBUTES),
-    ("td_attributes", TD_ATTRIBUTES),
-    ("xfam", TD_XFAM),
-    ("mr_td", TD_MR_TD),
-    ("mr_config_id", TD_MR_CONFIG_ID),
-    ("mr_owner", TD_MR_OWNER),
-    ("mr_owner_config", TD_MR_OWNER_CONFIG),
-)
-_TD_REPORT15_FIELDS: tuple[tuple[str, Span], ...] = (
-    ("tee_tcb_svn2", TD_TEE_TCB_SVN2),
-    ("mr_service_td", TD_MR_SERVICE_TD),
-)
+# The TD report body in layout order; the four RTMRs form `TdReport.rtmr`.
+_TD_REPORT10 = _Layout("td_report", (
+    ("tee_tcb_svn", TD_TEE_TCB_SVN, False),
+    ("mr_seam", TD_MR_SEAM, False),
+    ("mr_signer_seam", TD_MR_SIGNER_SEAM, False),
+    ("seam_attributes", TD_SEAM_ATTRIBUTES, False),
+    ("td_attributes", TD_ATTRIBUTES, False),
+    ("xfam", TD_XFAM, False),
+    ("mr_td", TD_MR_TD, False),
+    ("mr_config_id", TD_MR_CONFIG_ID, False),
+    ("mr_owner", TD_MR_OWNER, False),
+    ("mr_owner_config", TD_MR_OWNER_CONFIG, False),
+    *((f"rtmr[{index}]", span, False) for index, span in enumerate(TD_RTMR)),
+    ("report_data", TD_REPORT_DATA, False),
+), TD_REPORT10_SIZE)
+_TD_REPORT15 = _Layout("td_report", (
+    *_TD_REPORT10.fields,
+    ("tee_tcb_svn2", TD_TEE_TCB_SVN2, False),
+    ("mr_service_td", TD_MR_SERVICE_TD, False),
+), TD_REPORT15_SIZE)
+_RTMR_SLICE = slice(10, 14)
 
 
 @dataclass(frozen=True)
@@ -238,20 +272,19 @@ class TdReport:
     mr_service_td: bytes | None = None
 
     def __post_init__(self) -> None:
-        for name, span in _TD_REPORT10_FIELDS:
-            _require_size("td_report", name, getattr(self, name), span.size)
-        if not isinstance(self.rtmr, tuple) or len(self.rtmr) != len(TD_RTMR):
+        if type(self.rtmr) is not tuple or len(self.rtmr) != len(TD_RTMR):
             raise FormatError("td_report.rtmr must be a 4-tuple", check="td_report.rtmr",
                               expected=len(TD_RTMR), actual=len(self.rtmr))
-        for index, value in enumerate(self.rtmr):
-            _require_size("td_report", f"rtmr[{index}]", value, TD_RTMR[index].size)
-        _require_size("td_report", "report_data", self.report_data, TD_REPORT_DATA.size)
         if (self.tee_tcb_svn2 is None) != (self.mr_service_td is None):
             raise FormatError("TD report 1.5 fields must be both set or both absent",
                               check="td_report.tee_tcb_svn2")
-        if self.tee_tcb_svn2 is not None:
-            for name, span in _TD_REPORT15_FIELDS:
-                _require_size("td_report", name, getattr(self, name), span.size)
+        (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).check(self._values())
+
+    def _values(self) -> tuple:
+        values = (self.tee_tcb_svn, self.mr_seam, self.mr_signer_seam, self.seam_attributes,
+                  self.td_attributes, self.xfam, self.mr_td, self.mr_config_id, self.mr_owner,
+                  self.mr_owner_config, *self.rtmr, self.report_data)
+        return values + (self.tee_tcb_svn2, self.mr_service_td) if self.is_td15 else values
 
     @property
     def is_td15(self) -> bool:
@@ -275,23 +308,16 @@ class TdReport:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, td15: bool) -> TdReport:
-        fields = {name: _take(data, span) for name, span in _TD_REPORT10_FIELDS}
-        if td15:
-            fields.update({name: _take(data, span) for name, span in _TD_REPORT15_FIELDS})
-        rtmr = tuple(_take(data, span) for span in TD_RTMR)
-        return cls(rtmr=rtmr, report_data=_take(data, TD_REPORT_DATA), **fields)  # type: ignore[arg-type]
+        values = (_TD_REPORT15 if td15 else _TD_REPORT10).unpack(data)
+        return cls(*values[: _RTMR_SLICE.start], tuple(values[_RTMR_SLICE]),  # type: ignore[arg-type]
+                   *values[_RTMR_SLICE.stop :])
 
     def to_bytes(self) -> bytes:
-        parts = [getattr(self, name) for name, _ in _TD_REPORT10_FIELDS]
-        parts.extend(self.rtmr)
-        parts.append(self.report_data)
-        if self.is_td15:
-            parts.extend(getattr(self, name) for name, _ in _TD_REPORT15_FIELDS)
-        return b"".join(parts)
+        return (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).pack(self._values())
 
 
-# (attribute, span, is_integer) of the SGX report body, in layout order.
-_ENCLAVE_REPORT_FIELDS: tuple[tuple[str, Span, bool], ...] = (
+# The SGX report body in layout order.
+_ENCLAVE_REPORT = _Layout("qe_report", (
     ("cpu_svn", QE_CPU_SVN, False),
     ("misc_select", QE_MISC_SELECT, True),
     ("reserved1", QE_RESERVED1, False),
@@ -308,7 +334,7 @@ _ENCLAVE_REPORT_FIELDS: tuple[tuple[str, Span, bool], ...] = (
     ("reserved4", QE_RESERVED4, False),
     ("isv_family_id", QE_ISV_FAMILY_ID, False),
     ("report_data", QE_REPORT_DATA, False),
-)
+), ENCLAVE_REPORT_SIZE)
 
 
 @dataclass(frozen=True)
@@ -333,24 +359,17 @@ class EnclaveReport:
     report_data: bytes
 
     def __post_init__(self) -> None:
-        for name, span, is_integer in _ENCLAVE_REPORT_FIELDS:
-            if is_integer:
-                _require_uint("qe_report", name, getattr(self, name), span.size)
-            else:
-                _require_size("qe_report", name, getattr(self, name), span.size)
+        _ENCLAVE_REPORT.check(self._values())
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in _ENCLAVE_REPORT.names)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnclaveReport:
-        return cls(**{
-            name: _le(data, span) if is_integer else _take(data, span)
-            for name, span, is_integer in _ENCLAVE_REPORT_FIELDS
-        })
+        return cls(*_ENCLAVE_REPORT.unpack(data))
 
     def to_bytes(self) -> bytes:
-        return b"".join(
-            getattr(self, name).to_bytes(span.size, "little") if is_integer else getattr(self, name)
-            for name, span, is_integer in _ENCLAVE_REPORT_FIELDS
-        )
+        return _ENCLAVE_REPORT.pack(self._values())
 
 
 @dataclass(frozen=True)
@@ -384,15 +403,20 @@ class PckCertChain:
             if end < 0:
                 raise FormatError("PCK chain: PEM block without END line",
                                   check=f"pck_cert_chain[{index}].end")
-            body = text[pos + len(PEM_BEGIN) : end].replace(b"\n", b"")
+            lines = text[pos + len(PEM_BEGIN) : end]
+            body = lines.replace(b"\n", b"")
             try:
                 der = base64.b64decode(body, validate=True)
             except binascii.Error as exc:
                 raise FormatError("PCK chain: invalid base64", check=f"pck_cert_chain[{index}]",
                                   actual=str(exc)) from None
             block_end = end + len(PEM_END)
-            # 1. Canonical PEM: re-encoding the certificate reproduces the block byte for byte.
-            if _pem_block(der) != text[pos:block_end]:
+            # Canonical PEM, i.e. what `_pem_block(der)` gives, checked without rebuilding it:
+            # the base64 is the encoding of the certificate (no stray padding bits), and the
+            # only LFs end each 64-column line and the last line.
+            if (base64.b64encode(der) != body or not lines.endswith(b"\n")
+                    or len(lines) - len(body) != -(-len(body) // PEM_LINE_LENGTH)
+                    or lines[PEM_LINE_LENGTH :: PEM_LINE_LENGTH + 1].strip(b"\n")):
                 raise FormatError("PCK chain: PEM block is not canonical",
                                   check=f"pck_cert_chain[{index}].pem",
                                   expected="64-column base64, LF line ends")

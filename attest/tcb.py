@@ -24,6 +24,7 @@ keep the stricter OutOfDate status.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from attest.collateral import IdentityTcbLevel, QeIdentity, TcbInfo, TcbLevel, TcbStatus
@@ -103,11 +104,9 @@ def match_platform_level(tcb_info: TcbInfo, pck_tcb: PckTcb, tee_tcb_svn: bytes)
     for level in tcb_info.tcb_levels:
         if (
             level.tdx_tcb_components is not None
-            and all(ours >= theirs for ours, theirs in
-                    zip(pck_tcb.sgx_tcb_components, level.sgx_tcb_components, strict=True))
+            and all(map(operator.ge, pck_tcb.sgx_tcb_components, level.sgx_tcb_components))
             and pck_tcb.pce_svn >= level.pce_svn
-            and all(tee_tcb_svn[i] >= level.tdx_tcb_components[i]
-                    for i in range(first, len(level.tdx_tcb_components)))
+            and all(map(operator.ge, tee_tcb_svn[first:], level.tdx_tcb_components[first:]))
         ):
             return level
     raise TcbLevelError("TCB level not supported: no level of the TCB info matches the platform",

@@ -84,7 +84,7 @@ def quotes(draw) -> q.Quote:
     header = q.QuoteHeader(version, q.ATT_KEY_TYPE_ECDSA_P256, q.TEE_TYPE_TDX, draw(blob(4)),
                            draw(blob(16)), draw(blob(20)))
     body = q.TdReport(
-        **{name: draw(blob(span.size)) for name, span in q._TD_REPORT10_FIELDS},
+        **{name: draw(blob(span.size)) for name, span, _ in q._TD_REPORT10.fields[:10]},
         rtmr=tuple(draw(blob(48)) for _ in range(4)),
         report_data=draw(blob(64)),
         tee_tcb_svn2=draw(blob(16)) if td15 else None,
@@ -92,7 +92,7 @@ def quotes(draw) -> q.Quote:
     )
     qe_report = q.EnclaveReport(**{
         name: draw(st.integers(0, (1 << 8 * span.size) - 1)) if is_integer else draw(blob(span.size))
-        for name, span, is_integer in q._ENCLAVE_REPORT_FIELDS
+        for name, span, is_integer in q._ENCLAVE_REPORT.fields
     })
     certification = q.QeReportCertificationData(
         qe_report=qe_report,
