@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import collateral, model, quote, simulated, verity
+from appliance.cli import attest, collateral, model, quote, simulated, verity
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral, simulated, verity, model)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, collateral, simulated, attest, verity, model)
 
 EXIT_USAGE = 2
 
