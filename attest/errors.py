@@ -38,7 +38,11 @@ class AttestError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
-        out: dict[str, Any] = {"stage": self.stage, "type": type(self).__name__, "message": str(self)}
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "type": type(self).__name__,
+            "message": str(self),
+        }
         if self.check is not None:
             out["check"] = self.check
         if self.expected is not None:
@@ -64,6 +68,58 @@ class CollateralError(VerificationError):
     """Collateral that is malformed, outside its validity window, or does not fit the quote."""
 
 
+class CollateralFormatError(CollateralError):
+    """A collateral document that does not have the expected structure (JSON, hex, PEM, DER)."""
+
+
+class CollateralExpiredError(CollateralError):
+    """A collateral item (TCB info, QE identity, CRL) not valid at the verification time."""
+
+
+class CollateralSignatureError(CollateralError):
+    """A collateral signature that does not verify, or an issuer that does not chain to the root."""
+
+
+class CollateralMismatchError(CollateralError):
+    """Collateral for something else: wrong id or version, FMSPC, PCE-ID or CRL issuer."""
+
+
+class CertificateError(VerificationError):
+    """A certificate chain that does not lead to the trust root, or a malformed certificate."""
+
+
+class CertificateValidityError(CertificateError):
+    """A certificate not valid at the verification time (expired or not yet valid)."""
+
+
+class RevokedError(VerificationError):
+    """A certificate listed on its issuer's CRL."""
+
+
+class SignatureError(VerificationError):
+    """An evidence signature that does not verify: the quote's, or the QE report's."""
+
+
+class KeyBindingError(VerificationError):
+    """The QE report data does not bind the attestation key and QE auth data."""
+
+
+class QeIdentityError(VerificationError):
+    """A quoting enclave that is not the one the QE identity describes."""
+
+
+class TdxModuleError(VerificationError):
+    """A TDX module (MRSIGNERSEAM, SEAMATTRIBUTES, major version) the TCB info does not list."""
+
+
+class TcbLevelError(VerificationError):
+    """No TCB level of the collateral matches the platform, module or QE ("not supported")."""
+
+
+class TcbRevokedError(TcbLevelError):
+    """The matched TCB level is Revoked."""
+
+
 class CollateralUnavailableError(AttestError):
     """Collateral could not be obtained: network down, PCS error, offline mode with a cold cache."""
 
@@ -86,6 +142,28 @@ class ProviderError(AttestError):
     """A quote provider could not produce a quote (no TDX device, generation race, library error)."""
 
     stage = "provider"
+
+
+class ProviderUnavailableError(ProviderError):
+    """The quote interface is absent or is not TDX (no configfs-tsm entry, wrong TSM, no library)."""
+
+
+class ProviderRaceError(ProviderError):
+    """Another writer kept changing the configfs-tsm report entry while we read our quote."""
+
+
+class QuoteGenerationError(ProviderError):
+    """The interface exists but failed to produce a quote (kernel I/O error, library error code)."""
+
+
+class RtmrExtendError(ProviderError):
+    """An RTMR could not be extended (bad index or digest, device or library failure)."""
+
+
+class AuthorityStoreError(AttestError):
+    """The simulated authority's directory is incomplete, corrupt or has unsafe permissions."""
+
+    stage = "simulated"
 
 
 def _show(value: Any) -> str:

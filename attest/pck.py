@@ -1,0 +1,227 @@
+"""The PCK certificate's SGX extension (OID 1.2.840.113741.1.13.1), per Intel's "SGX PCK
+Certificate and CRL Profile": PPID, TCB (16 SGX component SVNs, PCESVN, CPUSVN), PCE-ID, FMSPC,
+SGX type, and for platform-CA certificates PlatformInstanceID and Configuration.
+
+The extension is a SEQUENCE of {OID, value} pairs. Parsing is strict: every element must be one we
+know, present at most once, with the expected type and size; anything odd is a `FormatError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography import x509
+
+from attest.der import (
+    TAG_BOOLEAN,
+    TAG_ENUMERATED,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_OID,
+    TAG_SEQUENCE,
+    DerReader,
+    Tlv,
+    decode_boolean,
+    decode_integer,
+    decode_oid,
+)
+from attest.errors import FormatError
+
+SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
+
+# Arcs below SGX_EXTENSION_OID.
+PPID_ARC = 1
+TCB_ARC = 2
+PCE_ID_ARC = 3
+FMSPC_ARC = 4
+SGX_TYPE_ARC = 5
+PLATFORM_INSTANCE_ID_ARC = 6
+CONFIGURATION_ARC = 7
+
+# Arcs below SGX_EXTENSION_OID.2 (TCB): 1..16 component SVNs, then PCESVN and CPUSVN.
+SGX_TCB_COMPONENT_COUNT = 16
+PCESVN_ARC = 17
+CPUSVN_ARC = 18
+
+# Arcs below SGX_EXTENSION_OID.7 (Configuration).
+DYNAMIC_PLATFORM_ARC = 1
+CACHED_KEYS_ARC = 2
+SMT_ENABLED_ARC = 3
+
+PPID_SIZE = 16
+CPUSVN_SIZE = 16
+PCE_ID_SIZE = 2
+FMSPC_SIZE = 6
+PLATFORM_INSTANCE_ID_SIZE = 16
+
+SVN_MAX = 0xFF
+PCESVN_MAX = 0xFFFF
+
+
+class SgxType(IntEnum):
+    STANDARD = 0
+    SCALABLE = 1
+    SCALABLE_WITH_INTEGRITY = 2
+
+
+@dataclass(frozen=True)
+class PckTcb:
+    """The TCB level the PCK certificate was issued for (not the raw CPUSVN of the QE report)."""
+
+    sgx_tcb_components: tuple[int, ...]
+    pce_svn: int
+    cpu_svn: bytes
+
+
+@dataclass(frozen=True)
+class PckConfiguration:
+    """Platform configuration flags; each is None when the certificate does not state it."""
+
+    dynamic_platform: bool | None
+    cached_keys: bool | None
+    smt_enabled: bool | None
+
+
+@dataclass(frozen=True)
+class PckExtension:
+    ppid: bytes
+    tcb: PckTcb
+    pce_id: bytes
+    fmspc: bytes
+    sgx_type: SgxType
+    platform_instance_id: bytes | None
+    configuration: PckConfiguration | None
+
+
+def pck_extension_of(certificate: x509.Certificate) -> PckExtension:
+    """The parsed SGX extension of a PCK certificate; `FormatError` when absent or malformed."""
+    try:
+        extension = certificate.extensions.get_extension_for_oid(
+            x509.ObjectIdentifier(SGX_EXTENSION_OID)
+        )
+    except x509.ExtensionNotFound:
+        raise FormatError(
+            "PCK certificate has no SGX extension", check="pck.sgx_extension",
+            expected=SGX_EXTENSION_OID, actual="absent",
+        ) from None
+    value = extension.value
+    if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - cryptography never knows it
+        raise FormatError("SGX extension decoded by an unexpected handler", check="pck.sgx_extension")
+    return parse_sgx_extension(value.value)
+
+
+def parse_sgx_extension(der: bytes) -> PckExtension:
+    """Parse the DER value of the SGX extension (the content of the extnValue OCTET STRING)."""
+    outer = DerReader(der, "sgx_extension")
+    entries = _arc_entries(outer.expect(TAG_SEQUENCE, "sequence"), SGX_EXTENSION_OID, "sgx_extension",
+                           allowed=range(PPID_ARC, CONFIGURATION_ARC + 1))
+    outer.expect_end()
+    for required, name in ((PPID_ARC, "ppid"), (TCB_ARC, "tcb"), (PCE_ID_ARC, "pce_id"),
+                           (FMSPC_ARC, "fmspc"), (SGX_TYPE_ARC, "sgx_type")):
+        if required not in entries:
+            raise FormatError(f"SGX extension lacks {name}", check=f"sgx_extension.{name}",
+                              expected="present", actual="absent")
+    sgx_type = _integer(entries[SGX_TYPE_ARC], TAG_ENUMERATED, "sgx_extension.sgx_type", 0, 2)
+    platform_instance_id = None
+    if PLATFORM_INSTANCE_ID_ARC in entries:
+        platform_instance_id = _octets(entries[PLATFORM_INSTANCE_ID_ARC],
+                                       "sgx_extension.platform_instance_id", PLATFORM_INSTANCE_ID_SIZE)
+    configuration = None
+    if CONFIGURATION_ARC in entries:
+        configuration = _configuration(entries[CONFIGURATION_ARC])
+    return PckExtension(
+        ppid=_octets(entries[PPID_ARC], "sgx_extension.ppid", PPID_SIZE),
+        tcb=_tcb(entries[TCB_ARC]),
+        pce_id=_octets(entries[PCE_ID_ARC], "sgx_extension.pce_id", PCE_ID_SIZE),
+        fmspc=_octets(entries[FMSPC_ARC], "sgx_extension.fmspc", FMSPC_SIZE),
+        sgx_type=SgxType(sgx_type),
+        platform_instance_id=platform_instance_id,
+        configuration=configuration,
+    )
+
+
+def _tcb(value: Tlv) -> PckTcb:
+    what = "sgx_extension.tcb"
+    if value.tag != TAG_SEQUENCE:
+        raise FormatError("TCB must be a SEQUENCE", check=what, expected=hex(TAG_SEQUENCE),
+                          actual=hex(value.tag))
+    entries = _arc_entries(value.content, f"{SGX_EXTENSION_OID}.{TCB_ARC}", what,
+                           allowed=range(1, CPUSVN_ARC + 1))
+    missing = sorted(set(range(1, CPUSVN_ARC + 1)) - entries.keys())
+    if missing:
+        raise FormatError("TCB lacks components", check=what, expected="arcs 1..18",
+                          actual=f"missing {missing}")
+    components = tuple(
+        _integer(entries[arc], TAG_INTEGER, f"{what}.comp{arc:02d}_svn", 0, SVN_MAX)
+        for arc in range(1, SGX_TCB_COMPONENT_COUNT + 1)
+    )
+    return PckTcb(
+        sgx_tcb_components=components,
+        pce_svn=_integer(entries[PCESVN_ARC], TAG_INTEGER, f"{what}.pcesvn", 0, PCESVN_MAX),
+        cpu_svn=_octets(entries[CPUSVN_ARC], f"{what}.cpusvn", CPUSVN_SIZE),
+    )
+
+
+def _configuration(value: Tlv) -> PckConfiguration:
+    what = "sgx_extension.configuration"
+    if value.tag != TAG_SEQUENCE:
+        raise FormatError("Configuration must be a SEQUENCE", check=what,
+                          expected=hex(TAG_SEQUENCE), actual=hex(value.tag))
+    entries = _arc_entries(value.content, f"{SGX_EXTENSION_OID}.{CONFIGURATION_ARC}", what,
+                           allowed=range(DYNAMIC_PLATFORM_ARC, SMT_ENABLED_ARC + 1))
+
+    def flag(arc: int, name: str) -> bool | None:
+        if arc not in entries:
+            return None
+        tlv = entries[arc]
+        if tlv.tag != TAG_BOOLEAN:
+            raise FormatError(f"{name} must be a BOOLEAN", check=f"{what}.{name}",
+                              expected=hex(TAG_BOOLEAN), actual=hex(tlv.tag))
+        return decode_boolean(tlv.content, f"{what}.{name}")
+
+    return PckConfiguration(
+        dynamic_platform=flag(DYNAMIC_PLATFORM_ARC, "dynamic_platform"),
+        cached_keys=flag(CACHED_KEYS_ARC, "cached_keys"),
+        smt_enabled=flag(SMT_ENABLED_ARC, "smt_enabled"),
+    )
+
+
+def _arc_entries(content: bytes, prefix: str, what: str, *, allowed: range) -> dict[int, Tlv]:
+    """The {OID, value} pairs of a SEQUENCE whose OIDs are `prefix`.N, keyed by N."""
+    entries: dict[int, Tlv] = {}
+    reader = DerReader(content, what)
+    while not reader.at_end():
+        pair = DerReader(reader.expect(TAG_SEQUENCE, "entry"), what)
+        oid = decode_oid(pair.expect(TAG_OID, "oid"), f"{what}.oid")
+        value = pair.read()
+        pair.expect_end()
+        head, _, arc = oid.rpartition(".")
+        if head != prefix or not arc.isdigit() or int(arc) not in allowed:
+            raise FormatError(f"{what}: unknown element", check=f"{what}.oid",
+                              expected=f"{prefix}.{{{allowed.start}..{allowed.stop - 1}}}", actual=oid)
+        if int(arc) in entries:
+            raise FormatError(f"{what}: duplicate element", check=f"{what}.oid", actual=oid)
+        entries[int(arc)] = value
+    return entries
+
+
+def _octets(value: Tlv, field: str, size: int) -> bytes:
+    if value.tag != TAG_OCTET_STRING:
+        raise FormatError(f"{field} must be an OCTET STRING", check=field,
+                          expected=hex(TAG_OCTET_STRING), actual=hex(value.tag))
+    if len(value.content) != size:
+        raise FormatError(f"{field} has the wrong size", check=field, expected=size,
+                          actual=len(value.content))
+    return value.content
+
+
+def _integer(value: Tlv, tag: int, field: str, low: int, high: int) -> int:
+    if value.tag != tag:
+        raise FormatError(f"{field} has the wrong type", check=field, expected=hex(tag),
+                          actual=hex(value.tag))
+    number = decode_integer(value.content, field)
+    if not low <= number <= high:
+        raise FormatError(f"{field} out of range", check=field, expected=f"{low}..{high}",
+                          actual=number)
+    return number

@@ -1,0 +1,18 @@
+"""Quote providers: configfs-tsm, libtdx_attest, and (in `attest.simulated`) a simulated TD.
+
+Every provider has `tee` ("tdx" or "simulated") and `get_quote(report_data) -> bytes`.
+"""
+
+from attest.providers.base import REPORT_DATA_SIZE, QuoteProvider, TeeName, require_report_data
+from attest.providers.configfs_tsm import ConfigfsTsmProvider, TsmFilesystem
+from attest.providers.libtdx import LibTdxAttest
+
+__all__ = [
+    "REPORT_DATA_SIZE",
+    "ConfigfsTsmProvider",
+    "LibTdxAttest",
+    "QuoteProvider",
+    "TeeName",
+    "TsmFilesystem",
+    "require_report_data",
+]

@@ -1,0 +1,159 @@
+"""Errors of the `ratls` package: one base class, subclasses by cause.
+
+Evidence problems (`CertificateFormatError`, `CertificateError`, `BindingError`, `ModelDigestError`)
+are about what the server presented; `EvidenceUnavailableError` is about getting it (transport);
+`AttestationRefused` is what clients raise when a connection is refused, carrying the full
+`AttestationResult` and the typed error that decided it. Every error names the check and, where
+there is one, the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ratls.result import AttestationResult
+
+
+class RatlsError(Exception):
+    """Base class of every error raised by `ratls`."""
+
+    stage = "ratls"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        check: str | None = None,
+        expected: Any = None,
+        actual: Any = None,
+    ) -> None:
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+        detail = message
+        if expected is not None or actual is not None:
+            detail = f"{message} (expected {show(expected)}, actual {show(actual)})"
+        super().__init__(detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of an error in an AttestationResult: stage, type, message, ..."""
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "type": type(self).__name__,
+            "message": str(self),
+        }
+        if self.check is not None:
+            out["check"] = self.check
+        if self.expected is not None:
+            out["expected"] = show(self.expected)
+        if self.actual is not None:
+            out["actual"] = show(self.actual)
+        return out
+
+
+class CertificateFormatError(RatlsError):
+    """Not an RA-TLS profile v1 certificate: bad DER, wrong key, missing or malformed extension."""
+
+    stage = "parse"
+
+
+class CertificateError(RatlsError):
+    """A well-formed certificate that is not acceptable: signature, validity window, host name."""
+
+    stage = "certificate"
+
+
+class HostnameMismatchError(CertificateError):
+    """The host the client connected to is not among the certificate's subject alternative names."""
+
+
+class BindingError(RatlsError):
+    """The quote's REPORTDATA does not bind this certificate's key (certificate or nonce mode)."""
+
+    stage = "binding"
+
+
+class ModelDigestError(RatlsError):
+    """The certificate's model digest is absent, malformed for the policy, or not allowlisted."""
+
+    stage = "validate"
+
+
+class PolicyFormatError(RatlsError):
+    """An appraisal policy file that cannot be read or names an unknown field."""
+
+    stage = "policy"
+
+
+class NonceError(RatlsError):
+    """A nonce outside the accepted length (bad input: nothing is generated or sent)."""
+
+    stage = "nonce"
+
+
+class EvidenceUnavailableError(RatlsError):
+    """Evidence or collateral could not be obtained from the server (transport, HTTP, size)."""
+
+    stage = "transport"
+
+
+class IssuanceError(RatlsError):
+    """The issuer could not produce an identity (quote provider failure, bad settings)."""
+
+    stage = "issue"
+
+
+class IdentityUnavailableError(RatlsError):
+    """The server has no usable identity to present; the handshake is aborted, never downgraded."""
+
+    stage = "identity"
+
+
+class SignatureError(RatlsError):
+    """A signed JSON document whose purpose, signer or signature does not verify."""
+
+    stage = "signature"
+
+
+class ReceiptError(RatlsError):
+    """A receipt that does not match the request, the response, the certificate or its own hash.
+
+    `check` names the receipt field that mismatched.
+    """
+
+    stage = "receipt"
+
+
+class ReceiptChainError(ReceiptError):
+    """A sequence of receipts whose hash chain is broken; `index` is the first bad position."""
+
+    def __init__(self, message: str, *, index: int, **kwargs: Any) -> None:
+        self.index = index
+        super().__init__(f"receipt {index}: {message}", **kwargs)
+
+
+class AttestationRefused(RatlsError):
+    """A server whose attestation did not verify: nothing was sent on the connection.
+
+    `result` is the full AttestationResult; `cause` is the typed error (from `attest` or `ratls`)
+    of the first failing check.
+    """
+
+    stage = "attestation"
+
+    def __init__(self, result: AttestationResult, cause: Exception | None = None) -> None:
+        self.result = result
+        self.cause = cause
+        first = result.errors[0] if result.errors else None
+        reason = f"[{first.stage}] {first.message}" if first else "not verified"
+        super().__init__(f"server attestation refused: {reason}")
+
+
+def show(value: Any) -> str:
+    """How expected/actual values appear in messages: bytes in hex, sequences in brackets."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,134 @@
+"""IdentityIssuer: what it binds, when it re-issues, generations, failures, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from ratls.errors import CertificateFormatError, IssuanceError
+from ratls.issuer import Identity, IdentityIssuer
+from ratls.profile import certificate_report_data, spki_der
+
+DIGEST = bytes.fromhex("ab" * 32)
+
+
+def test_first_identity_binds_key_and_not_before(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    identity = issuer.current()
+    cert = identity.certificate
+    assert identity.generation == 1
+    assert identity.tee == "simulated"
+    assert cert.not_before == clock.now.replace(second=0, microsecond=0)
+    assert provider.requests == [certificate_report_data(cert.spki, cert.not_before)]
+    assert identity.quote == b"QUOTE:" + provider.requests[0]
+    assert identity.model_digest is None
+    assert spki_der(identity.private_key.public_key()) == cert.spki
+
+
+def test_current_reuses_the_identity_until_the_renewal_margin(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock, renew_before=timedelta(hours=1))
+    first = issuer.current()
+    clock.now = first.not_after - timedelta(hours=1, seconds=1)
+    assert issuer.current() is first
+    assert len(provider.requests) == 1
+    clock.now = first.not_after - timedelta(hours=1)
+    renewed = issuer.current()
+    assert renewed.generation == 2
+    assert renewed.not_after > first.not_after
+    assert renewed.certificate.spki == first.certificate.spki  # one key per issuer
+    assert len(provider.requests) == 2
+
+
+def test_clock_going_back_before_not_before_reissues(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    first = issuer.current()
+    clock.now = first.certificate.not_before - timedelta(minutes=5)
+    assert issuer.current().generation == 2
+
+
+def test_reissue_on_model_load_and_unload(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    issuer.current()
+    loaded = issuer.reissue(model_digest=DIGEST)
+    assert (loaded.generation, loaded.model_digest) == (2, DIGEST)
+    clock.advance(timedelta(hours=23, minutes=30))
+    renewed = issuer.current()  # renewal keeps the loaded model's digest
+    assert (renewed.generation, renewed.model_digest) == (3, DIGEST)
+    unloaded = issuer.reissue(model_digest=None)
+    assert (unloaded.generation, unloaded.model_digest) == (4, None)
+
+
+def test_bad_model_digest_changes_nothing(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    first = issuer.current()
+    with pytest.raises(CertificateFormatError):
+        issuer.reissue(model_digest=b"short")
+    assert issuer.current() is first
+    assert len(provider.requests) == 1
+
+
+def test_provider_failure_is_an_issuance_error_and_keeps_the_old_identity(
+    provider, names, clock
+) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    first = issuer.current()
+    provider.fail_with = OSError("tdx_guest: EBUSY")
+    with pytest.raises(IssuanceError, match="EBUSY") as err:
+        issuer.reissue(model_digest=DIGEST)
+    assert err.value.check == "get_quote"
+    assert issuer.current() is first
+
+
+def test_concurrent_callers_at_expiry_cause_one_issuance(provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    first = issuer.current()
+    clock.now = first.not_after
+    barrier = threading.Barrier(8)
+    seen: list[Identity] = []
+
+    def call() -> None:
+        barrier.wait()
+        seen.append(issuer.current())
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {i.generation for i in seen} == {2}
+    assert len(provider.requests) == 2
+
+
+def test_identity_from_parts_requires_the_matching_key(provider, names, clock) -> None:
+    identity = IdentityIssuer(provider, names, clock=clock).current()
+    der = identity.certificate.der
+    pem = identity.private_key_pem()
+    key = serialization.load_pem_private_key(pem, password=None)
+    rebuilt = Identity.from_parts(generation=7, private_key=key, certificate_der=der, tee="tdx")
+    assert (rebuilt.generation, rebuilt.fingerprint) == (7, identity.fingerprint)
+    other = IdentityIssuer(provider, names, clock=clock).current().private_key
+    with pytest.raises(IssuanceError) as err:
+        Identity.from_parts(generation=7, private_key=other, certificate_der=der, tee="tdx")
+    assert err.value.check == "key_match"
+
+
+def test_private_key_does_not_appear_in_repr(provider, names, clock) -> None:
+    identity = IdentityIssuer(provider, names, clock=clock).current()
+    assert "PRIVATE" not in repr(identity)
+    assert "private_key" not in repr(identity)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"validity": timedelta(minutes=1)},
+        {"renew_before": timedelta(hours=24)},
+        {"renew_before": timedelta(seconds=-1)},
+    ],
+)
+def test_bad_settings_are_refused(provider, names, clock, kwargs) -> None:
+    with pytest.raises(ValueError):
+        IdentityIssuer(provider, names, clock=clock, **kwargs)
