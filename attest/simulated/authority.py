@@ -1,0 +1,514 @@
+"""The simulated attestation authority: a root CA, a PCK chain and a TCB signing certificate,
+all generated here and kept in a directory so that clients can keep trusting the same root.
+
+Directory layout (created 0700; private keys 0600, refused on load if group/other can read):
+
+    authority.json            format version, root fingerprint, platform parameters (written last)
+    root-ca.pem               SIMULATED SGX Root CA (self-signed): what a verifier must pin
+    root-ca.key.pem
+    pck-platform-ca.pem       SIMULATED SGX PCK Platform CA, issued by the root
+    pck-platform-ca.key.pem
+    pck.pem                   SIMULATED SGX PCK Certificate with the SGX extension
+    pck.key.pem               signs the QE report
+    tcb-signing.pem           SIMULATED SGX TCB Signing, issued by the root
+    tcb-signing.key.pem       signs TCB info and QE identity
+    attestation.key.pem       the simulated quoting enclave's attestation key (signs quotes)
+
+There is no separate "QE key" in DCAP: the PCK key signs the QE report, which binds the
+attestation key. Every subject says SIMULATED, and nothing here chains to Intel's root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from attest.errors import AuthorityStoreError
+from attest.simulated.platform import SGX_EXTENSION_OID, SimulatedPlatform
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "authority.json"
+ORGANIZATION = "SIMULATED attestation authority (development only)"
+ROOT_CN = "SIMULATED SGX Root CA"
+PCK_PLATFORM_CA_CN = "SIMULATED SGX PCK Platform CA"
+PCK_CN = "SIMULATED SGX PCK Certificate"
+TCB_SIGNING_CN = "SIMULATED SGX TCB Signing"
+
+CA_LIFETIME = dt.timedelta(days=25 * 365)
+LEAF_LIFETIME = dt.timedelta(days=7 * 365)
+# Backdate a little so that a verifier whose clock is slightly behind still accepts the chain.
+BACKDATE = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AuthorityKeys:
+    root: ec.EllipticCurvePrivateKey
+    pck_platform_ca: ec.EllipticCurvePrivateKey
+    pck: ec.EllipticCurvePrivateKey
+    tcb_signing: ec.EllipticCurvePrivateKey
+    attestation: ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class AuthorityCertificates:
+    root: x509.Certificate
+    pck_platform_ca: x509.Certificate
+    pck: x509.Certificate
+    tcb_signing: x509.Certificate
+
+
+# (file stem, AuthorityKeys field, AuthorityCertificates field or None)
+_FILES = (
+    ("root-ca", "root", "root"),
+    ("pck-platform-ca", "pck_platform_ca", "pck_platform_ca"),
+    ("pck", "pck", "pck"),
+    ("tcb-signing", "tcb_signing", "tcb_signing"),
+    ("attestation", "attestation", None),
+)
+
+
+def raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """ECDSA P-256 / SHA-256 as DCAP encodes it: r || s, 32 bytes each, big-endian."""
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """x || y of a P-256 public key (the quote's attestation key format, no 0x04 prefix)."""
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return point[1:]
+
+
+class _PlatformJson(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fmspc: str
+    pce_id: str
+    ppid: str
+    platform_instance_id: str
+    sgx_tcb_components: list[int]
+    pce_svn: int
+    cpu_svn: str
+    sgx_type: int
+    dynamic_platform: bool
+    cached_keys: bool
+    smt_enabled: bool
+    tee_tcb_svn: str
+    mr_seam: str
+    qe_mr_enclave: str
+    qe_mr_signer: str
+    qe_isv_prod_id: int
+    qe_isv_svn: int
+    qe_cpu_svn: str
+    qe_attributes: str
+    tcb_evaluation_data_number: int
+    tcb_date: str
+
+    @classmethod
+    def of(cls, platform: SimulatedPlatform) -> _PlatformJson:
+        values = {
+            k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(platform).items()
+        }
+        return cls(**values)
+
+    def platform(self) -> SimulatedPlatform:
+        values = self.model_dump()
+        for name, field in SimulatedPlatform.__dataclass_fields__.items():
+            if field.type in ("bytes", bytes):
+                values[name] = bytes.fromhex(values[name])
+        values["sgx_tcb_components"] = tuple(values["sgx_tcb_components"])
+        return SimulatedPlatform(**values)
+
+
+class _ManifestJson(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: int
+    created: str
+    root_sha256: str
+    platform: _PlatformJson
+
+
+class SimulatedAuthority:
+    """Keys, certificates and platform parameters of the simulated authority.
+
+    Build with `create`, `load` or `load_or_create`; quotes come from
+    `attest.simulated.SimulatedQuoteProvider`, collateral from `attest.simulated.collateral`.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        platform: SimulatedPlatform,
+        keys: AuthorityKeys,
+        certificates: AuthorityCertificates,
+    ) -> None:
+        self.directory = directory
+        self.platform = platform
+        self.keys = keys
+        self.certificates = certificates
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path | str,
+        *,
+        now: dt.datetime,
+        platform: SimulatedPlatform | None = None,
+    ) -> SimulatedAuthority:
+        """Generate a new authority into `directory`, which must be absent or empty."""
+        directory = Path(directory)
+        platform = platform or SimulatedPlatform()
+        _require_aware(now)
+        if directory.exists() and any(directory.iterdir()):
+            raise AuthorityStoreError(
+                f"{directory} is not empty; refusing to overwrite an authority that clients "
+                "may trust (load it, or remove the directory to start over)",
+                check="authority directory",
+            )
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = AuthorityKeys(*(ec.generate_private_key(ec.SECP256R1()) for _ in range(5)))
+        certificates = _issue_certificates(keys, platform, now)
+        authority = cls(directory, platform, keys, certificates)
+        authority._save(now)
+        logger.info(
+            "created simulated attestation authority in %s (root SHA-256 %s)",
+            directory,
+            authority.root_sha256,
+        )
+        return authority
+
+    @classmethod
+    def load(cls, directory: Path | str) -> SimulatedAuthority:
+        """Load an authority, checking permissions, key/certificate pairs and the chains."""
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST
+        if not manifest_path.is_file():
+            raise AuthorityStoreError(
+                f"{directory} holds no simulated authority ({MANIFEST} missing; an interrupted "
+                "creation leaves it out)",
+                check="authority manifest",
+            )
+        try:
+            manifest = _ManifestJson.model_validate_json(manifest_path.read_bytes())
+        except ValidationError as exc:
+            raise AuthorityStoreError(
+                f"{manifest_path} is malformed: {exc}", check="authority manifest"
+            ) from exc
+        if manifest.format != FORMAT_VERSION:
+            raise AuthorityStoreError(
+                "unsupported authority format",
+                check="authority format",
+                expected=FORMAT_VERSION,
+                actual=manifest.format,
+            )
+        try:
+            platform = manifest.platform.platform()
+        except ValueError as exc:
+            raise AuthorityStoreError(
+                f"{manifest_path}: {exc}", check="authority platform"
+            ) from exc
+        keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        certificates: dict[str, x509.Certificate] = {}
+        for stem, key_name, cert_name in _FILES:
+            keys[key_name] = _load_key(directory / f"{stem}.key.pem")
+            if cert_name is not None:
+                certificate = _load_certificate(directory / f"{stem}.pem")
+                if _public_der(certificate.public_key()) != _public_der(keys[key_name].public_key()):
+                    raise AuthorityStoreError(
+                        f"{stem}.pem does not certify {stem}.key.pem", check="key pair"
+                    )
+                certificates[cert_name] = certificate
+        authority = cls(
+            directory, platform, AuthorityKeys(**keys), AuthorityCertificates(**certificates)
+        )
+        authority._check_chains()
+        if authority.root_sha256 != manifest.root_sha256:
+            raise AuthorityStoreError(
+                "root certificate differs from the one recorded at creation",
+                check="root fingerprint",
+                expected=manifest.root_sha256,
+                actual=authority.root_sha256,
+            )
+        return authority
+
+    @classmethod
+    def load_or_create(
+        cls,
+        directory: Path | str,
+        *,
+        now: dt.datetime,
+        platform: SimulatedPlatform | None = None,
+    ) -> SimulatedAuthority:
+        """Load the authority in `directory`, or create one there if the directory is empty."""
+        directory = Path(directory)
+        if (directory / MANIFEST).exists():
+            authority = cls.load(directory)
+            if platform is not None and platform != authority.platform:
+                raise AuthorityStoreError(
+                    "the stored authority was created for other platform parameters",
+                    check="authority platform",
+                )
+            return authority
+        return cls.create(directory, now=now, platform=platform)
+
+    # -- what verifiers and builders need ---------------------------------------------------
+
+    @property
+    def root_certificate(self) -> x509.Certificate:
+        return self.certificates.root
+
+    @property
+    def root_der(self) -> bytes:
+        return self.certificates.root.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def root_pem(self) -> bytes:
+        return self.certificates.root.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def root_sha256(self) -> str:
+        return hashlib.sha256(self.root_der).hexdigest()
+
+    @property
+    def pck_chain(self) -> tuple[x509.Certificate, ...]:
+        """Leaf first: PCK certificate, PCK Platform CA, root (the order quotes carry)."""
+        c = self.certificates
+        return (c.pck, c.pck_platform_ca, c.root)
+
+    @property
+    def tcb_signing_chain(self) -> tuple[x509.Certificate, ...]:
+        return (self.certificates.tcb_signing, self.certificates.root)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _save(self, now: dt.datetime) -> None:
+        for stem, key_name, cert_name in _FILES:
+            key: ec.EllipticCurvePrivateKey = getattr(self.keys, key_name)
+            _write_atomically(
+                self.directory / f"{stem}.key.pem",
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                mode=0o600,
+            )
+            if cert_name is not None:
+                certificate: x509.Certificate = getattr(self.certificates, cert_name)
+                _write_atomically(
+                    self.directory / f"{stem}.pem",
+                    certificate.public_bytes(serialization.Encoding.PEM),
+                    mode=0o644,
+                )
+        manifest = _ManifestJson(
+            format=FORMAT_VERSION,
+            created=iso_time(now),
+            root_sha256=self.root_sha256,
+            platform=_PlatformJson.of(self.platform),
+        )
+        # Last: its presence marks a complete authority.
+        _write_atomically(
+            self.directory / MANIFEST,
+            json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
+            mode=0o644,
+        )
+
+    def _check_chains(self) -> None:
+        c = self.certificates
+        links = (
+            ("root-ca.pem", c.root, c.root),
+            ("pck-platform-ca.pem", c.pck_platform_ca, c.root),
+            ("pck.pem", c.pck, c.pck_platform_ca),
+            ("tcb-signing.pem", c.tcb_signing, c.root),
+        )
+        for name, certificate, issuer in links:
+            try:
+                certificate.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature) as exc:
+                raise AuthorityStoreError(
+                    f"{name} is not issued by {issuer.subject.rfc4514_string()}: {exc}",
+                    check="certificate chain",
+                ) from exc
+            if "SIMULATED" not in certificate.subject.rfc4514_string():
+                raise AuthorityStoreError(
+                    f"{name} does not say SIMULATED in its subject", check="certificate subject"
+                )
+
+
+def _issue_certificates(
+    keys: AuthorityKeys, platform: SimulatedPlatform, now: dt.datetime
+) -> AuthorityCertificates:
+    not_before = now.replace(microsecond=0) - BACKDATE
+    root = _certificate(
+        ROOT_CN, keys.root, keys.root, None, not_before, not_before + CA_LIFETIME, path_length=1
+    )
+    pck_ca = _certificate(
+        PCK_PLATFORM_CA_CN,
+        keys.pck_platform_ca,
+        keys.root,
+        root,
+        not_before,
+        not_before + CA_LIFETIME,
+        path_length=0,
+    )
+    pck = _certificate(
+        PCK_CN,
+        keys.pck,
+        keys.pck_platform_ca,
+        pck_ca,
+        not_before,
+        not_before + LEAF_LIFETIME,
+        sgx_extension=platform.sgx_extension(),
+    )
+    tcb_signing = _certificate(
+        TCB_SIGNING_CN, keys.tcb_signing, keys.root, root, not_before, not_before + LEAF_LIFETIME
+    )
+    return AuthorityCertificates(root, pck_ca, pck, tcb_signing)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        ]
+    )
+
+
+def _certificate(
+    common_name: str,
+    subject_key: ec.EllipticCurvePrivateKey,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    *,
+    path_length: int | None = None,
+    sgx_extension: bytes | None = None,
+) -> x509.Certificate:
+    """A certificate with the extensions of Intel's SGX PKI profile (CA or end entity)."""
+    is_ca = path_length is not None
+    public_key = subject_key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(issuer.subject if issuer else _name(common_name))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not is_ca,
+                content_commitment=not is_ca,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=is_ca,
+                crl_sign=is_ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if sgx_extension is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuthorityStoreError(
+            f"cannot read {path}: {exc.strerror or exc}", check="authority file"
+        ) from exc
+    if stat.S_IMODE(mode) & 0o077:
+        raise AuthorityStoreError(
+            f"{path} is readable by group or others",
+            check="key file permissions",
+            expected="0600",
+            actual=oct(stat.S_IMODE(mode)),
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise AuthorityStoreError(f"{path} is not a PEM private key", check="key file") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise AuthorityStoreError(f"{path} is not a P-256 key", check="key file")
+    return key
+
+
+def _load_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise AuthorityStoreError(
+            f"cannot read {path}: {exc.strerror or exc}", check="authority file"
+        ) from exc
+    except ValueError as exc:
+        raise AuthorityStoreError(
+            f"{path} is not a PEM certificate", check="certificate file"
+        ) from exc
+
+
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Write via a temporary file in the same directory, created with `mode`, then rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _require_aware(now: dt.datetime) -> None:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+
+
+def iso_time(moment: dt.datetime) -> str:
+    """UTC, second precision, "Z": the timestamp format of PCS collateral."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

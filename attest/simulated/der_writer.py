@@ -1,0 +1,64 @@
+"""A minimal DER writer: just the universal types the PCK SGX extension uses."""
+
+from __future__ import annotations
+
+TAG_BOOLEAN = 0x01
+TAG_INTEGER = 0x02
+TAG_OCTET_STRING = 0x04
+TAG_OID = 0x06
+TAG_ENUMERATED = 0x0A
+TAG_SEQUENCE = 0x30
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _length(len(content)) + content
+
+
+def _length(size: int) -> bytes:
+    # Short form below 128; otherwise 0x80 | (number of length bytes), then the big-endian size.
+    if size < 0x80:
+        return bytes([size])
+    encoded = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def sequence(*items: bytes) -> bytes:
+    return tlv(TAG_SEQUENCE, b"".join(items))
+
+
+def octet_string(value: bytes) -> bytes:
+    return tlv(TAG_OCTET_STRING, bytes(value))
+
+
+def boolean(value: bool) -> bytes:
+    return tlv(TAG_BOOLEAN, b"\xff" if value else b"\x00")
+
+
+def _twos_complement(value: int) -> bytes:
+    # Minimal two's-complement big-endian: one extra bit for the sign, then whole bytes.
+    size = (value + (value < 0)).bit_length() // 8 + 1
+    return value.to_bytes(size, "big", signed=True)
+
+
+def integer(value: int) -> bytes:
+    return tlv(TAG_INTEGER, _twos_complement(value))
+
+
+def enumerated(value: int) -> bytes:
+    return tlv(TAG_ENUMERATED, _twos_complement(value))
+
+
+def oid(dotted: str) -> bytes:
+    arcs = [int(arc) for arc in dotted.split(".")]
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        raise ValueError(f"not a valid OID: {dotted}")
+    content = bytearray()
+    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        # Base 128, most significant group first, bit 8 set on all but the last byte.
+        groups = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            groups.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        content.extend(reversed(groups))
+    return tlv(TAG_OID, bytes(content))
