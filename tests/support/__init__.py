@@ -1,0 +1,1 @@
+"""Test support shared by several test modules: the fake engine and helpers to run it."""

@@ -1,0 +1,40 @@
+"""Running engines in tests: the fake vLLM (a real process) and the real vLLM CPU build."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from loader.engine import VllmEngine
+
+FAKE_VLLM = Path(__file__).resolve().with_name("fake_vllm.py")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the engine binds it soon after)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fake_engine(port: int | None = None, **faults: object) -> VllmEngine:
+    """The fake vLLM as an engine kind; `faults` become FAKE_VLLM_<NAME> variables
+    (e.g. start_delay=0.5 -> FAKE_VLLM_START_DELAY=0.5; see fake_vllm.py)."""
+    env = {f"FAKE_VLLM_{name.upper()}": str(value) for name, value in faults.items()}
+    return VllmEngine(FAKE_VLLM, port or free_port(), env=env)
+
+
+def real_vllm_bin() -> Path:
+    """The vLLM CPU build's executable; skips (or fails when the tier is required) without it."""
+    venv = Path(os.environ.get("APPLIANCE_ENGINE_VENV", PROJECT_ROOT / ".engine-venv"))
+    vllm = venv / "bin" / "vllm"
+    if not vllm.is_file():
+        message = f"vLLM CPU build not found at {vllm} (scripts/engine.sh installs it)"
+        if os.environ.get("APPLIANCE_REQUIRE_ENGINE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return vllm
