@@ -39,7 +39,6 @@ class ExchangeRecord:
     receipt_id: str
     route: str
     model: str
-    model_digest: str | None
     request_sha256: str
     response_sha256: str
     status: int
@@ -98,7 +97,7 @@ class InferenceProxy:
         headers = upstream.passthrough_headers()
         headers.append((RECEIPT_HEADER, receipt_id))
         content_type = upstream.header(b"content-type") or b""
-        facts = dict(receipt_id=receipt_id, route=route, model=model, model_digest=served.digest,
+        facts = dict(receipt_id=receipt_id, route=route, model=model,
                      request_sha256=request_sha256, status=upstream.status)
         if content_type.startswith(b"text/event-stream"):
             headers.append(("Cache-Control", "no-cache"))

@@ -1,0 +1,134 @@
+"""The API server: gunicorn (gthread workers) serving the Flask app over RA-TLS.
+
+The supervisor starts it as a child process (`python -m appliance.api_server`) with the settings
+in the environment. Each worker builds its own app after the fork (no preloading: SQLite
+connections, locks and key material are per process) and serves TLS through the ratls rotating
+context, whose identity comes from the supervisor: the worker notices a new generation in the
+shared state file and fetches the new certificate and key over the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from prometheus_client import CollectorRegistry
+from ratls.issuer import Identity
+from ratls.server import RotatingServerContext
+
+from appliance.app import StateSource, WorkerServices, create_app
+from appliance.control import ControlClient
+from appliance.logs import gunicorn_log_config
+from appliance.metrics import Metrics, mark_worker_dead
+from appliance.proxy import InferenceProxy
+from appliance.receipt_log import ReceiptLog
+from appliance.receipts import ReceiptRecorder
+from appliance.settings import Settings
+from appliance.shared_state import SharedStateReader
+from appliance.upstream import EngineClient, EngineEndpoint
+
+log = logging.getLogger(__name__)
+
+# How long gunicorn lets in-flight requests (streams included) finish on a graceful stop.
+GRACEFUL_TIMEOUT = 10
+KEEPALIVE = 30
+
+
+class SupervisorIdentitySource:
+    """ratls `IdentitySource` for a worker: the supervisor's identity, re-fetched on a new generation."""
+
+    def __init__(self, state: StateSource, control: ControlClient) -> None:
+        self._state = state
+        self._control = control
+        self._lock = threading.Lock()
+        self._identity: Identity | None = None
+
+    def current(self) -> Identity:
+        wanted = self._state.current().identity_generation
+        identity = self._identity
+        # >=: the supervisor may already be a generation ahead of the state file we read.
+        if identity is not None and identity.generation >= wanted:
+            return identity
+        with self._lock:
+            if self._identity is None or self._identity.generation < wanted:
+                document = self._control.call("GET", "/identity")
+                self._identity = Identity.from_parts(
+                    generation=int(document["generation"]),
+                    private_key=load_pem_private_key(document["private_key_pem"].encode(), None),
+                    certificate_der=bytes.fromhex(document["certificate_der"]),
+                    tee=document["tee"],
+                )
+            return self._identity
+
+
+def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:
+    """Everything one worker process needs, wired from the settings."""
+    state = SharedStateReader(settings.shared_state_file)
+    control = ControlClient(settings.control_socket)
+    identity = SupervisorIdentitySource(state, control)
+    metrics = Metrics(CollectorRegistry())
+    receipts = ReceiptLog(settings.receipts_path, settings.receipts_max)
+    recorder = ReceiptRecorder(receipts, identity, lambda: datetime.now(UTC), metrics)
+    engine = EngineClient(EngineEndpoint("127.0.0.1", settings.vllm_port,
+                                         idle_timeout=settings.upstream_idle_timeout))
+    services = WorkerServices(
+        state=state, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
+        receipts=receipts, metrics=metrics,
+    )
+    return create_app(settings, services), RotatingServerContext(identity)
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tls: RotatingServerContext | None = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self._settings
+        host, port = settings.listen_address
+        options: dict[str, Any] = {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": settings.workers,
+            "worker_class": "gthread",
+            "threads": settings.threads,
+            # gunicorn turns TLS on when certfile is set and checks the file exists; the ssl_context
+            # hook below never reads it.
+            "certfile": "/dev/null",
+            "ssl_context": self._ssl_context,
+            "keepalive": KEEPALIVE,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "timeout": 120,
+            "accesslog": None,
+            "logconfig_dict": gunicorn_log_config(),
+            "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
+            "control_socket_disable": True,
+            "proc_name": "appliance-api",
+            "forwarded_allow_ips": "",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        app, self._tls = build_worker(self._settings)
+        return app
+
+    def _ssl_context(self, config: Any, default_factory: Any):
+        assert self._tls is not None, "the worker's app is loaded before it accepts connections"
+        return self._tls.gunicorn_hook(config, default_factory)
+
+
+def main() -> int:
+    settings = Settings()
+    ApiServer(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
