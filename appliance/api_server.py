@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry
-from ratls.issuer import Identity
 from ratls.server import RotatingServerContext
 
-from appliance.app import StateSource, WorkerServices, create_app
+from appliance.app import WorkerServices, create_app
 from appliance.control import ControlClient
+from appliance.identity import SupervisorIdentitySource
 from appliance.logs import gunicorn_log_config
 from appliance.metrics import Metrics, mark_worker_dead
 from appliance.proxy import InferenceProxy
@@ -38,33 +36,6 @@ log = logging.getLogger(__name__)
 # How long gunicorn lets in-flight requests (streams included) finish on a graceful stop.
 GRACEFUL_TIMEOUT = 10
 KEEPALIVE = 30
-
-
-class SupervisorIdentitySource:
-    """ratls `IdentitySource` for a worker: the supervisor's identity, re-fetched on a new generation."""
-
-    def __init__(self, state: StateSource, control: ControlClient) -> None:
-        self._state = state
-        self._control = control
-        self._lock = threading.Lock()
-        self._identity: Identity | None = None
-
-    def current(self) -> Identity:
-        wanted = self._state.current().identity_generation
-        identity = self._identity
-        # >=: the supervisor may already be a generation ahead of the state file we read.
-        if identity is not None and identity.generation >= wanted:
-            return identity
-        with self._lock:
-            if self._identity is None or self._identity.generation < wanted:
-                document = self._control.call("GET", "/identity")
-                self._identity = Identity.from_parts(
-                    generation=int(document["generation"]),
-                    private_key=load_pem_private_key(document["private_key_pem"].encode(), None),
-                    certificate_der=bytes.fromhex(document["certificate_der"]),
-                    tee=document["tee"],
-                )
-            return self._identity
 
 
 def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:

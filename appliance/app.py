@@ -94,11 +94,10 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         def view() -> Response:
             body = _read_body(settings.max_body_bytes)
             return services.proxy.forward(route, body, services.state.current())
-        view.__name__ = "inference_" + route.rsplit("/", 1)[-1]
         return view
 
     for route in INFERENCE_ROUTES:
-        app.add_url_rule(route, view_func=inference(route), methods=["POST"])
+        app.add_url_rule(route, endpoint=route, view_func=inference(route), methods=["POST"])
 
     @app.get("/v1/models")
     def models() -> Response:
@@ -112,7 +111,9 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     # -- lifecycle -------------------------------------------------------------------------------
     @app.get("/v1/models/status")
     def models_status() -> Response:
-        return jsonify(supervisor.call("GET", "/status"))
+        # The engine's log tail may hold request data (an engine can log prompts): operators only.
+        operator = _lifecycle_authorized(settings)
+        return jsonify(supervisor.call("GET", "/status?engine_log=1" if operator else "/status"))
 
     @app.post("/v1/models/load")
     def models_load() -> tuple[Response, int]:
@@ -172,19 +173,26 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     return app
 
 
-def _authorize_lifecycle(settings: Settings) -> None:
+def _lifecycle_authorized(settings: Settings) -> bool:
+    """Whether the request may use the lifecycle: the load token, or the insecure open mode."""
     token = settings.load_token
     if token is None:
-        if settings.insecure_open_lifecycle:
-            return
+        return settings.insecure_open_lifecycle
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes the same time wherever the strings differ.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.get_secret_value().encode()
+    )
+
+
+def _authorize_lifecycle(settings: Settings) -> None:
+    if _lifecycle_authorized(settings):
+        return
+    if settings.load_token is None:
         raise Forbidden("lifecycle endpoints are closed: no load token is configured on this "
                         "appliance", code="lifecycle_closed")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    # compare_digest runs in time independent of where the strings differ.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
-        raise Unauthorized("a valid `Authorization: Bearer <load token>` is required",
-                           code="invalid_token")
+    raise Unauthorized("a valid `Authorization: Bearer <load token>` is required",
+                       code="invalid_token")
 
 
 def _read_body(limit: int) -> bytes:

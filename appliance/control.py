@@ -56,7 +56,8 @@ class ControlServer:
             self._server = _UnixHTTPServer(str(socket_path), handler)
         finally:
             os.umask(old_umask)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="control", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -40,10 +40,11 @@ from loader.status import StatusSnapshot
 from pydantic import SecretStr
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.errors import RatlsError
-from ratls.issuer import Identity, IdentityIssuer
+from ratls.issuer import IdentityIssuer
 from ratls.signing import sign_json
 
 from appliance.control import ControlRequest, ControlServer
+from appliance.identity import identity_document
 from appliance.errors import (
     ApiError,
     BadRequest,
@@ -272,16 +273,6 @@ class Supervisor:
             enclave_id=settings.enclave_id, interval=settings.push_interval, sign=sign,
             clock=self._clock, metrics=self._metrics,
         )
-
-
-def identity_document(identity: Identity) -> dict[str, Any]:
-    """The identity for a worker over the private control socket (key included)."""
-    return {
-        "generation": identity.generation,
-        "certificate_der": identity.certificate.der.hex(),
-        "private_key_pem": identity.private_key_pem().decode(),
-        "tee": identity.tee,
-    }
 
 
 class _lifecycle_errors:
