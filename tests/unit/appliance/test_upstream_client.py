@@ -73,7 +73,7 @@ def serve():
     def start(script: Script) -> tuple[ScriptedServer, EngineClient]:
         server = ScriptedServer(script)
         servers.append(server)
-        return server, EngineClient(EngineEndpoint("127.0.0.1", server.port, idle_timeout=2.0))
+        return server, EngineClient(EngineEndpoint("127.0.0.1", server.port, idle_timeout=0.5))
 
     yield start
     for server in servers:
@@ -112,7 +112,7 @@ def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve) -> No
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                      b"transfer-encoding: chunked\r\n\r\n")
         conn.sendall(b"b\r\ndata: one\n\n\r\n")
-        release.wait(5)
+        release.wait(0.4)
         # A chunk split across two TCP writes, then a chunk extension and the terminator.
         conn.sendall(b"b\r\ndata: t")
         time.sleep(0.05)
@@ -175,8 +175,8 @@ def test_broken_framing_is_an_upstream_error(serve, reply: bytes, match: str) ->
 def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        for _ in range(4):  # 4 x 0.6 s > the 2 s idle timeout, but no gap reaches it
-            time.sleep(0.6)
+        for _ in range(4):  # 4 x 0.3 s > the 0.5 s idle timeout, but no gap reaches it
+            time.sleep(0.3)
             conn.sendall(b"1\r\nx\r\n")
         conn.sendall(b"0\r\n\r\n")
 
@@ -186,7 +186,7 @@ def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
 
 def test_silent_engine_is_a_timeout(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
-        time.sleep(3)
+        time.sleep(1)
 
     _, client = serve(script)
     with pytest.raises(UpstreamTimeout):
