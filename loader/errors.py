@@ -1,8 +1,23 @@
 """Errors of the `loader` package, one class per cause.
 
-Every refusal says which check failed and, where there is one, the expected and the actual value:
+A model is trusted only through its dm-verity root hash, so every refusal says which check failed
+and, where there is one, the expected and the actual value:
 
     LoaderError
+    ├── ModelNameError            a name outside the safe alphabet, or a path that escapes models-dir
+    │   └── ModelNotFoundError    a well-formed name with no image under models-dir
+    ├── RecordError               the trusted record is missing, malformed or not acceptable
+    ├── VerityError
+    │   ├── VerityParamsError     parameters no dm-verity device can have (block sizes, salt, ...)
+    │   ├── VerityIOError         a file could not be read or written, or changed while read
+    │   └── VerificationError     the bytes are not what the trusted record pins
+    │       ├── SuperblockError         an on-disk superblock that is not well-formed
+    │       ├── ParameterMismatchError  superblock, sizes or names disagree with the record
+    │       ├── RootHashMismatchError   the tree's top does not hash to the trusted root
+    │       ├── HashTreeCorruptionError a hash block fails its parent, or has non-zero padding
+    │       └── DataCorruptionError     a data block fails its leaf digest
+    ├── ImageError                building, inspecting or extracting a filesystem image failed
+    ├── ActivationError           veritysetup open / mount / close failed (production path)
     ├── ExpectedDigestMismatchError  the digest a load request names is not the record's
     ├── LifecycleError
     │   ├── LifecycleConflictError   another load or unload is running (HTTP 409)
@@ -52,6 +67,75 @@ class LoaderError(Exception):
         if self.actual is not None:
             out["actual"] = _show(self.actual)
         return out
+
+
+class ModelNameError(LoaderError):
+    """A model name outside [A-Za-z0-9][A-Za-z0-9._-]{0,63}, or a path escaping the models dir."""
+
+
+class ModelNotFoundError(ModelNameError):
+    """A valid model name for which models-dir holds no image (or no hash file)."""
+
+
+class RecordError(LoaderError):
+    """The trusted record is missing, not a regular file, malformed, or pins what we refuse."""
+
+
+class VerityError(LoaderError):
+    """Base class of dm-verity errors."""
+
+
+class VerityParamsError(VerityError):
+    """Parameters that no dm-verity device can have, or that conflict with each other."""
+
+
+class VerityIOError(VerityError):
+    """A data or hash file could not be read or written, is too short, or was replaced."""
+
+
+class VerificationError(VerityError):
+    """The data or hash file is not what the trusted parameters and root hash pin."""
+
+
+class SuperblockError(VerificationError):
+    """An on-disk verity superblock that is not well-formed (signature, version, padding)."""
+
+
+class ParameterMismatchError(VerificationError):
+    """An on-disk superblock, a file size or a name that disagrees with the trusted record."""
+
+
+class RootHashMismatchError(VerificationError):
+    """The top of the hash tree (or the only data block) does not hash to the trusted root.
+
+    A wrong root hash and a corrupted top-level tree block cannot be told apart: both give this.
+    """
+
+
+class HashTreeCorruptionError(VerificationError):
+    """A hash-tree block does not match its digest in the level above, or has non-zero padding."""
+
+    def __init__(self, message: str, *, level: int | None, offset: int, **kwargs: Any) -> None:
+        self.level = level  # None: the area between the superblock and the tree
+        self.offset = offset
+        super().__init__(message, **kwargs)
+
+
+class DataCorruptionError(VerificationError):
+    """A data block does not match its digest in the (authenticated) hash tree."""
+
+    def __init__(self, message: str, *, block: int, offset: int, **kwargs: Any) -> None:
+        self.block = block
+        self.offset = offset
+        super().__init__(message, **kwargs)
+
+
+class ImageError(LoaderError):
+    """A filesystem image could not be built, recognised or extracted."""
+
+
+class ActivationError(LoaderError):
+    """Production activation failed: `veritysetup open`, the read-only mount, or the teardown."""
 
 
 class ExpectedDigestMismatchError(LoaderError):

@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from appliance.cli import model, verity
+
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = ()
+COMMAND_MODULES: tuple[ModuleType, ...] = (verity, model)
 
 EXIT_USAGE = 2
 

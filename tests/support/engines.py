@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def fake_engine(port: int | None = None, **faults: object) -> VllmEngine:
+@pytest.fixture(scope="session")
+def fake_vllm_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An executable that is the fake vLLM, run by this test run's Python.
+
+    fake_vllm.py itself starts with `#!/usr/bin/env python3`, which may be a wrapper (pyenv
+    shims fork helpers into the engine's process group); `exec` keeps the engine's pid.
+    """
+    wrapper = tmp_path_factory.mktemp("fake-engine") / "vllm"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def fake_engine(vllm_bin: Path, port: int | None = None, **faults: object) -> VllmEngine:
     """The fake vLLM as an engine kind; `faults` become FAKE_VLLM_<NAME> variables
     (e.g. start_delay=0.5 -> FAKE_VLLM_START_DELAY=0.5; see fake_vllm.py)."""
     env = {f"FAKE_VLLM_{name.upper()}": str(value) for name, value in faults.items()}
-    return VllmEngine(FAKE_VLLM, port or free_port(), env=env)
+    return VllmEngine(vllm_bin, port or free_port(), env=env)
 
 
 def real_vllm_bin() -> Path:
