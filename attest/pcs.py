@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote as url_quote
+from urllib.parse import unquote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -158,7 +159,17 @@ class PcsClient:
             raise CollateralUnavailableError(
                 f"cannot fetch {url}: {type(exc).__name__}: {exc}", check="pcs request"
             ) from exc
-        return PcsResponse(url, bytes(body), chain)
+        return PcsResponse(url, bytes(body), None if chain is None else _decode_chain(url, chain))
+
+
+def _decode_chain(url: str, value: str) -> str:
+    """Issuer chains arrive URL-encoded (PEM with %20, %0A, ...)."""
+    try:
+        return unquote(value.strip(), errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CollateralUnavailableError(
+            f"{url} sent an issuer chain that does not URL-decode", check="pcs issuer chain header"
+        ) from exc
 
 
 # -- the cache ------------------------------------------------------------------------------

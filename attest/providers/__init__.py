@@ -6,6 +6,7 @@ Every provider has `tee` ("tdx" or "simulated") and `get_quote(report_data) -> b
 from attest.providers.base import REPORT_DATA_SIZE, QuoteProvider, TeeName, require_report_data
 from attest.providers.configfs_tsm import ConfigfsTsmProvider, TsmFilesystem
 from attest.providers.libtdx import LibTdxAttest
+from attest.providers.select import tdx_quote_provider, tdx_rtmr_extender
 
 __all__ = [
     "REPORT_DATA_SIZE",
@@ -15,4 +16,6 @@ __all__ = [
     "TeeName",
     "TsmFilesystem",
     "require_report_data",
+    "tdx_quote_provider",
+    "tdx_rtmr_extender",
 ]

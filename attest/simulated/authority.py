@@ -233,7 +233,9 @@ class SimulatedAuthority:
             keys[key_name] = _load_key(directory / f"{stem}.key.pem")
             if cert_name is not None:
                 certificate = _load_certificate(directory / f"{stem}.pem")
-                if _public_der(certificate.public_key()) != _public_der(keys[key_name].public_key()):
+                if _public_der(certificate.public_key()) != _public_der(
+                    keys[key_name].public_key()
+                ):
                     raise AuthorityStoreError(
                         f"{stem}.pem does not certify {stem}.key.pem", check="key pair"
                     )
@@ -242,6 +244,22 @@ class SimulatedAuthority:
             directory, platform, AuthorityKeys(**keys), AuthorityCertificates(**certificates)
         )
         authority._check_chains()
+        try:
+            sgx_extension = (
+                certificates["pck"]
+                .extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
+                .value
+            )
+        except x509.ExtensionNotFound:
+            sgx_extension = None
+        if (
+            not isinstance(sgx_extension, x509.UnrecognizedExtension)
+            or sgx_extension.value != platform.sgx_extension()
+        ):
+            raise AuthorityStoreError(
+                f"pck.pem's SGX extension does not describe the platform in {MANIFEST}",
+                check="pck sgx extension",
+            )
         if authority.root_sha256 != manifest.root_sha256:
             raise AuthorityStoreError(
                 "root certificate differs from the one recorded at creation",

@@ -105,7 +105,9 @@ def simulated_collateral(
         qe_identity=qe_identity,
         qe_identity_signature=raw_signature(keys.tcb_signing, qe_identity.encode()),
         root_ca_crl=_crl(certificates.root, keys.root, issue, next_update, []),
-        pck_crl=_crl(certificates.pck_platform_ca, keys.pck_platform_ca, issue, next_update, revoked),
+        pck_crl=_crl(
+            certificates.pck_platform_ca, keys.pck_platform_ca, issue, next_update, revoked
+        ),
         tcb_info_issuer_chain=_pem_chain(authority.tcb_signing_chain),
         qe_identity_issuer_chain=_pem_chain(authority.tcb_signing_chain),
         pck_crl_issuer_chain=_pem_chain((certificates.pck_platform_ca, certificates.root)),
@@ -171,7 +173,9 @@ def _tcb_info(
     }
 
 
-def _qe_identity(authority: SimulatedAuthority, issue: dt.datetime, next_update: dt.datetime) -> dict:
+def _qe_identity(
+    authority: SimulatedAuthority, issue: dt.datetime, next_update: dt.datetime
+) -> dict:
     platform = authority.platform
     attributes = bytes(
         a & m for a, m in zip(platform.qe_attributes, QE_IDENTITY_ATTRIBUTES_MASK, strict=True)

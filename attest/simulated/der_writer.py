@@ -1,13 +1,15 @@
-"""A minimal DER writer: just the universal types the PCK SGX extension uses."""
+"""A minimal DER writer: the universal types the PCK SGX extension uses (`attest.der` reads)."""
 
 from __future__ import annotations
 
-TAG_BOOLEAN = 0x01
-TAG_INTEGER = 0x02
-TAG_OCTET_STRING = 0x04
-TAG_OID = 0x06
-TAG_ENUMERATED = 0x0A
-TAG_SEQUENCE = 0x30
+from attest.der import (
+    TAG_BOOLEAN,
+    TAG_ENUMERATED,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_OID,
+    TAG_SEQUENCE,
+)
 
 
 def tlv(tag: int, content: bytes) -> bytes:

@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -24,8 +25,12 @@ class FakePcs:
         self.delay_seconds = 0.0
         self.omit_chain_headers = False
         self.oversize = False
+        # requested FMSPC -> FMSPC whose document is served instead (a misbehaving server).
+        self.fmspc_alias: dict[str, str] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -36,7 +41,7 @@ class FakePcs:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
-    def __enter__(self) -> FakePcs:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -51,7 +56,8 @@ class FakePcs:
             return self.fail[path], b"", {"Error-Message": "injected failure"}
         one = {key: values[0] for key, values in query.items()}
         if path == "/tdx/certification/v4/tcb":
-            stem = f"tcb_info_{one.get('fmspc', '').lower()}"
+            fmspc = one.get("fmspc", "").lower()
+            stem = f"tcb_info_{self.fmspc_alias.get(fmspc, fmspc)}"
             return self._document(f"{stem}.json", f"{stem}_chain.txt", "TCB-Info-Issuer-Chain")
         if path == "/tdx/certification/v4/qe/identity":
             return self._document(
@@ -84,7 +90,7 @@ class FakePcs:
         pcs = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 pcs.requests[parts.path] += 1
                 if pcs.delay_seconds:

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support.libtdx_stub import build_stub_library
 
 from attest.errors import ProviderUnavailableError, QuoteGenerationError, RtmrExtendError
 from attest.providers import LibTdxAttest, QuoteProvider
 from attest.providers.libtdx import TDX_ATTEST_ERRORS
 
-STUB_SOURCE = Path(__file__).resolve().parents[2] / "support" / "libtdx_attest_stub.c"
 REPORT_DATA = hashlib.sha512(b"report data").digest()
 V4_REPORT_DATA = slice(568, 632)
 
 
 @pytest.fixture(scope="session")
 def stub_library(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.fail(
-            "gcc is needed to build the libtdx_attest stub (scripts/bootstrap.sh installs it)"
-        )
-    out = tmp_path_factory.mktemp("libtdx") / "libtdx_attest_stub.so"
-    subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(out), str(STUB_SOURCE)],
-        check=True,
-    )
-    return out
+    return build_stub_library(tmp_path_factory.mktemp("libtdx"))
 
 
 @pytest.fixture
