@@ -100,8 +100,9 @@ class InferenceProxy:
         facts = dict(receipt_id=receipt_id, route=route, model=model,
                      request_sha256=request_sha256, status=upstream.status)
         if content_type.startswith(b"text/event-stream"):
-            headers.append(("Cache-Control", "no-cache"))
-            headers.append(("X-Accel-Buffering", "no"))
+            if upstream.header(b"cache-control") is None:
+                headers.append(("Cache-Control", "no-cache"))
+            headers.append(("X-Accel-Buffering", "no"))  # tells any reverse proxy not to buffer
             return Response(self._relay(route, upstream, facts), status=upstream.status, headers=headers)
         try:
             payload = upstream.read()

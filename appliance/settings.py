@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     vllm_port: int = Field(8000, ge=1, le=65535)
     vllm_bin: str = "vllm"
     engine_arg: tuple[str, ...] = ()
+    # "cpu": vLLM's CPU build tuned for a fast start (--enforce-eager, uni executor; development
+    # and CI). "production": vLLM's defaults.
+    engine_profile: Literal["production", "cpu"] = "production"
 
     # The public API.
     listen: str = "0.0.0.0:8443"
@@ -50,6 +53,8 @@ class Settings(BaseSettings):
 
     # Evidence.
     tee: Literal["tdx", "simulated"] = "tdx"
+    # Collateral for --tee tdx: a PCCS base URL; Intel's PCS when unset.
+    pccs_url: str | None = None
 
     # State: the simulated authority, the control socket, the last loaded model, receipts.
     state_dir: Path = DEFAULT_STATE_DIR

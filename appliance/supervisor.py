@@ -35,12 +35,16 @@ from loader.errors import (
     ModelNotLoadedError,
     RecordError,
 )
+from loader.engine import VllmEngine
 from loader.lifecycle import Lifecycle, LifecycleHooks, ModelEvent
+from loader.settings import LoaderSettings
 from loader.status import StatusSnapshot
 from pydantic import SecretStr
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.errors import RatlsError
+from prometheus_client import CollectorRegistry
 from ratls.issuer import IdentityIssuer
+from ratls.profile import SubjectNames
 from ratls.signing import sign_json
 
 from appliance.control import ControlRequest, ControlServer
@@ -57,7 +61,7 @@ from appliance.metrics import Metrics
 from appliance.pusher import StatusPusher
 from appliance.settings import Settings
 from appliance.shared_state import SharedState, publish
-from appliance.tee import TeeServices
+from appliance.tee import TeeServices, build_tee
 
 log = logging.getLogger(__name__)
 
@@ -336,3 +340,23 @@ def prepare_state_dir(settings: Settings) -> None:
             raise StartupError(f"{path} is not a directory")
     if Path(settings.vllm_bin).name == settings.vllm_bin and shutil.which(settings.vllm_bin) is None:
         raise StartupError(f"the engine executable {settings.vllm_bin!r} is not on PATH (--vllm-bin)")
+
+
+def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Supervisor:
+    """The production wiring of a supervisor from the settings."""
+    tee = build_tee(settings, now=clock())
+    issuer = IdentityIssuer(tee.provider, SubjectNames.parse(list(settings.hostname)), clock=clock)
+    loader_settings = LoaderSettings(
+        models_dir=settings.models_dir,
+        roothash_dir=settings.roothash_dir,
+        work_dir=settings.state_dir / "work",
+        state_dir=settings.state_dir / "lifecycle",
+    )
+    vllm_bin = Path(shutil.which(settings.vllm_bin) or settings.vllm_bin).resolve()
+    make_engine = VllmEngine.cpu_development if settings.engine_profile == "cpu" else VllmEngine.production
+    engine = make_engine(vllm_bin, port=settings.vllm_port, extra_args=settings.engine_arg)
+    return Supervisor(
+        settings, tee=tee, issuer=issuer,
+        make_lifecycle=lambda hooks: Lifecycle.create(loader_settings, engine, hooks=hooks),
+        metrics=Metrics(CollectorRegistry()), clock=clock,
+    )
