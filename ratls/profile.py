@@ -33,7 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ratls.errors import CertificateError, CertificateFormatError, NonceError
+from ratls.errors import (
+    CertificateError,
+    CertificateFormatError,
+    HostnameMismatchError,
+    NonceError,
+)
 
 TDX_QUOTE_OID = x509.ObjectIdentifier("1.2.840.113741.1.5.5.1.6")
 MODEL_DIGEST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.65230.3.5.5")
@@ -324,3 +329,28 @@ def _key_name(public_key: object) -> str:
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return f"EC {public_key.curve.name}"
     return type(public_key).__name__
+
+
+def check_hostname(cert: RatlsCertificate, host: str) -> None:
+    """The host a client connected to must be one of the certificate's SANs.
+
+    Rules: an IP address (v4 or v6, brackets allowed) matches only IP SANs, by value; a DNS name
+    matches only DNS SANs, exactly, case-insensitively, trailing dot ignored. No wildcards (the
+    issuer never writes them) and no fallback to the subject CN.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if address is not None:
+        matched = address in cert.ip_addresses
+    else:
+        matched = host.lower().removesuffix(".") in cert.dns_names
+    if not matched:
+        sans = [*cert.dns_names, *(str(a) for a in cert.ip_addresses)]
+        raise HostnameMismatchError(
+            "host is not among the certificate's subject alternative names",
+            check="hostname",
+            expected=host,
+            actual=sans,
+        )

@@ -21,29 +21,35 @@ from typing import Any
 
 from ratls.errors import IdentityUnavailableError
 from ratls.issuer import Identity, IdentitySource
+from ratls.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
-# TLS 1.2 suites: forward-secret ECDHE with AEAD only (TLS 1.3 suites are all acceptable).
-TLS12_CIPHERS = (
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"
-)
-ALPN_PROTOCOLS = ["http/1.1"]
 
-GunicornHook = Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]
+class IdentityContext(ssl.SSLContext):
+    """A server context that remembers the identity it presents."""
+
+    identity: Identity
 
 
-def build_server_context(identity: Identity) -> ssl.SSLContext:
+def build_server_context(identity: Identity) -> IdentityContext:
     """A TLS 1.2+ server context presenting `identity`'s certificate and key."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
-    context.options |= (
-        ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
-    )
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context = server_ssl_context(IdentityContext)
+    context.identity = identity
     _load_identity(context, identity)
     return context
+
+
+def presented_identity(connection: ssl.SSLSocket | ssl.SSLObject) -> Identity:
+    """The identity a server connection presented in its handshake (under rotation, the one
+    `/v1/attestation` must bind). Under gunicorn, the connection is `environ["gunicorn.socket"]`.
+    """
+    context = connection.context
+    if not isinstance(context, IdentityContext):
+        raise IdentityUnavailableError(
+            "connection was not set up by RotatingServerContext", check="context"
+        )
+    return context.identity
 
 
 def _load_identity(context: ssl.SSLContext, identity: Identity) -> None:
@@ -64,10 +70,9 @@ class RotatingServerContext:
     def __init__(self, source: IdentitySource) -> None:
         self._source = source
         self._lock = threading.Lock()
-        self._generation: int | None = None
-        self._context: ssl.SSLContext | None = None
+        self._context: IdentityContext | None = None
 
-    def context(self) -> ssl.SSLContext:
+    def context(self) -> IdentityContext:
         """The context of the current identity generation. Raises IdentityUnavailableError."""
         try:
             identity = self._source.current()
@@ -76,10 +81,10 @@ class RotatingServerContext:
                 f"identity source failed: {exc}", check="current"
             ) from exc
         with self._lock:
-            if self._context is None or identity.generation != self._generation:
+            if self._context is None or identity.generation != self._context.identity.generation:
                 context = build_server_context(identity)
                 context.sni_callback = self._on_client_hello
-                self._context, self._generation = context, identity.generation
+                self._context = context
                 log.info(
                     "serving RA-TLS generation %d (certificate sha256 %s)",
                     identity.generation,

@@ -1,0 +1,282 @@
+"""Client-side RA-TLS verification: certificate -> quote -> DCAP -> policy -> binding -> model.
+
+`RatlsVerifier.attest(...)` always returns an AttestationResult (developer portal, CLI);
+`RatlsVerifier.verify(...)` raises `AttestationRefused` unless verified (clients). Clock, trust
+root (inside the injected `attest` DcapVerifier), collateral source and policy are injected.
+Simulated evidence verifies only when the DcapVerifier was built with the simulated root, and
+then every result says `tee: simulated`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from attest.verify import DcapVerifier
+
+from attest.errors import AttestError
+from attest.quote import Quote, parse_quote
+from attest.rtmr import verify_replay
+from ratls.clock import Clock
+from ratls.collateral import CollateralSource, earliest_next_update
+from ratls.errors import AttestationRefused, BindingError, ModelDigestError, RatlsError, show
+from ratls.evidence import NonceEvidence, check_nonce_evidence
+from ratls.policy import AppraisalPolicy
+from ratls.profile import (
+    RatlsCertificate,
+    check_certificate,
+    check_hostname,
+    nonce_report_data,
+    parse_certificate,
+)
+from ratls.result import (
+    AttestationResult,
+    Binding,
+    CertificateInfo,
+    Check,
+    ErrorInfo,
+    Measurements,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Run:
+    """The checks and facts gathered by one verification, in order."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.checks: list[Check] = []
+        self.fields: dict[str, Any] = {}
+
+    def passed(self, name: str, stage: str, expected: Any = None, actual: Any = None) -> None:
+        self.checks.append(
+            Check(
+                name=name, passed=True, stage=stage, expected=_text(expected), actual=_text(actual)
+            )
+        )
+
+    def failed(self, exc: Exception) -> AttestationResult:
+        error = ErrorInfo.from_exception(exc)
+        self.checks.append(
+            Check(
+                name=error.check or error.type,
+                passed=False,
+                stage=error.stage,
+                expected=error.expected,
+                actual=error.actual,
+            )
+        )
+        return AttestationResult(
+            verified=False, evaluated_at=self.now, checks=self.checks, errors=[error], **self.fields
+        )
+
+
+class RatlsVerifier:
+    """Verifies a server's RA-TLS certificate (and, in nonce mode, its nonce evidence)."""
+
+    def __init__(
+        self,
+        *,
+        dcap: DcapVerifier,
+        policy: AppraisalPolicy,
+        collateral: CollateralSource,
+        clock: Clock,
+    ) -> None:
+        self._dcap = dcap
+        self._policy = policy
+        self._collateral = collateral
+        self._clock = clock
+
+    def verify(
+        self,
+        certificate_der: bytes,
+        *,
+        hostname: str | None,
+        evidence: NonceEvidence | None = None,
+        nonce: bytes | None = None,
+        now: datetime | None = None,
+    ) -> AttestationResult:
+        """Like `attest`, but raises AttestationRefused (with the result) unless verified."""
+        result = self.attest(
+            certificate_der, hostname=hostname, evidence=evidence, nonce=nonce, now=now
+        )
+        if not result.verified:
+            raise AttestationRefused(result)
+        return result
+
+    def refusal(self, exc: Exception, *, now: datetime | None = None) -> AttestationResult:
+        """A refused result for an error met before verification could start (e.g. transport)."""
+        return _Run(now or self._clock()).failed(exc)
+
+    def attest(
+        self,
+        certificate_der: bytes,
+        *,
+        hostname: str | None,
+        evidence: NonceEvidence | None = None,
+        nonce: bytes | None = None,
+        now: datetime | None = None,
+    ) -> AttestationResult:
+        """The verdict on a server certificate; never raises for bad evidence.
+
+        `hostname=None` skips the SAN check (callers expose that only as an insecure option).
+        Nonce mode when `evidence` and `nonce` are given: the evidence's quote is the one
+        verified, bound to the certificate's key and our nonce; certificate mode otherwise.
+        """
+        if (evidence is None) != (nonce is None):
+            raise ValueError("nonce mode needs both the evidence and the nonce")
+        run = _Run(now or self._clock())
+        try:
+            return self._attest(run, certificate_der, hostname, evidence, nonce)
+        except (RatlsError, AttestError) as exc:
+            log.info("attestation refused: %s", exc)
+            return run.failed(exc)
+
+    def _attest(
+        self,
+        run: _Run,
+        certificate_der: bytes,
+        hostname: str | None,
+        evidence: NonceEvidence | None,
+        nonce: bytes | None,
+    ) -> AttestationResult:
+        now = run.now
+        # 1. The certificate: profile v1 structure, self-signature, validity, host name.
+        cert = parse_certificate(certificate_der)
+        run.fields["certificate"] = _certificate_info(cert)
+        run.fields["model_digest"] = cert.model_digest.hex() if cert.model_digest else None
+        run.passed("certificate_profile", "parse", "RA-TLS profile v1", "RA-TLS profile v1")
+        check_certificate(cert, now=now)
+        run.passed("certificate_signature", "certificate", "self-signed", "self-signed")
+        run.passed(
+            "certificate_validity",
+            "certificate",
+            f"{cert.not_before.isoformat()} .. {cert.not_after.isoformat()}",
+            now.isoformat(),
+        )
+        if hostname is not None:
+            check_hostname(cert, hostname)
+            run.passed("hostname", "certificate", hostname, "in subject alternative names")
+
+        # 2. The evidence: the certificate's quote, or the nonce answer for this connection.
+        if evidence is not None and nonce is not None:
+            check_nonce_evidence(evidence, nonce, cert)
+            run.passed("nonce_echo", "binding", nonce.hex(), evidence.nonce)
+            raw_quote = evidence.quote_bytes()
+            binding_mode, expected_report_data = "nonce", nonce_report_data(cert.spki, nonce)
+        else:
+            raw_quote = cert.quote
+            binding_mode, expected_report_data = "certificate", cert.report_data
+
+        # 3. Parse, then DCAP-verify the quote against collateral for its platform.
+        quote = parse_quote(raw_quote)
+        run.passed("quote_format", "parse", "TDX quote v4/v5", f"TDX quote v{quote.version}")
+        collateral = self._collateral.collateral_for(quote, now=now)
+        run.fields["collateral"] = collateral.identity.to_dict()
+        verified = self._dcap.verify(quote, collateral, now=now)
+        run.fields.update(
+            tee="simulated" if verified.simulated else "tdx",
+            tcb_status=verified.tcb_status.value,
+            advisory_ids=list(verified.advisory_ids),
+            measurements=_measurements(quote),
+            trust_root_sha256=verified.root_sha256,
+        )
+        run.passed(
+            "dcap",
+            "verify",
+            f"quote chains to root {verified.root_sha256}",
+            f"verified, TCB {verified.tcb_status.value}",
+        )
+
+        # 4. Key binding: REPORTDATA is the formula over this certificate's key.
+        actual_report_data = quote.body.report_data
+        held = actual_report_data == expected_report_data
+        run.fields["binding"] = Binding(
+            mode=binding_mode,
+            held=held,
+            expected_report_data=expected_report_data.hex(),
+            actual_report_data=actual_report_data.hex(),
+            nonce=nonce.hex() if nonce else None,
+        )
+        if not held:
+            raise BindingError(
+                f"quote REPORTDATA does not bind this certificate's key ({binding_mode} mode)",
+                check="report_data",
+                expected=expected_report_data,
+                actual=actual_report_data,
+            )
+        run.passed("report_data", "binding", expected_report_data, actual_report_data)
+
+        # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3.
+        event_log = evidence.rtmr_event_log() if evidence is not None else None
+        if event_log is not None:
+            verify_replay(event_log.events, quote.body.rtmr, indices=(3,))
+            run.passed("rtmr3_event_log", "verify", "replay of the event log", "matches RTMR3")
+
+        # 6. Appraisal policy: measurements, TD attributes, TCB status, advisories.
+        for check in self._policy.validate_quote(verified):
+            run.passed(check.name, "validate", check.expected, check.actual)
+
+        # 7. Model digest allowlist.
+        self._check_model_digest(run, cert)
+
+        return AttestationResult(
+            verified=True,
+            evaluated_at=now,
+            valid_until=min(cert.not_after, earliest_next_update(collateral)),
+            checks=run.checks,
+            **run.fields,
+        )
+
+    def _check_model_digest(self, run: _Run, cert: RatlsCertificate) -> None:
+        allowed = self._policy.allowed_model_digests
+        actual = cert.model_digest.hex() if cert.model_digest else None
+        if allowed is None:
+            run.passed("model_digest", "validate", "not pinned", actual or "none")
+            return
+        if cert.model_digest not in allowed:
+            raise ModelDigestError(
+                "model digest is not in the allowlist" if actual else "no model is loaded",
+                check="model_digest",
+                expected=sorted(d.hex() for d in allowed),
+                actual=actual or "none",
+            )
+        run.passed("model_digest", "validate", sorted(d.hex() for d in allowed), actual)
+
+
+def _certificate_info(cert: RatlsCertificate) -> CertificateInfo:
+    return CertificateInfo(
+        sha256_fingerprint=cert.fingerprint.hex(),
+        subject=cert.certificate.subject.rfc4514_string(),
+        not_before=cert.not_before,
+        not_after=cert.not_after,
+        dns_names=list(cert.dns_names),
+        ip_addresses=[str(a) for a in cert.ip_addresses],
+        pem=cert.pem(),
+    )
+
+
+def _measurements(quote: Quote) -> Measurements:
+    body = quote.body
+    return Measurements(
+        mr_td=body.mr_td.hex(),
+        rtmr=[r.hex() for r in body.rtmr],
+        mr_config_id=body.mr_config_id.hex(),
+        mr_owner=body.mr_owner.hex(),
+        mr_owner_config=body.mr_owner_config.hex(),
+        xfam=body.xfam.hex(),
+        td_attributes=body.td_attributes.hex(),
+        debug=body.debug,
+        mr_seam=body.mr_seam.hex(),
+        mr_signer_seam=body.mr_signer_seam.hex(),
+        seam_attributes=body.seam_attributes.hex(),
+        tee_tcb_svn=body.tee_tcb_svn.hex(),
+        report_data=body.report_data.hex(),
+        quote_version=quote.version,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else show(value)
