@@ -72,10 +72,8 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        started = g.get("started")
-        if started is not None:
-            metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+        now = time.perf_counter()
+        metrics.count_request(route, response.status_code, now - g.get("started", now))
         return response
 
     @app.errorhandler(Exception)

@@ -9,6 +9,7 @@ passed in. Hot-path cost matters: streams count their events locally and add the
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -52,9 +53,21 @@ class Metrics:
             "appliance_status_push_failures", "Failed status pushes to the management plane",
             registry=registry,
         )
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.pushes = Counter(
             "appliance_status_pushes", "Status pushes accepted by the management plane", registry=registry
         )
+
+    def count_request(self, route: str, status: int, seconds: float) -> None:
+        # labels() takes a lock and builds a key per call; the hot path reuses the children.
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route=route, status=str(status)),
+                        self.latency.labels(route=route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_lifecycle_state(self, state: str) -> None:
         for name in LIFECYCLE_STATES:
