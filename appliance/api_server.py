@@ -22,7 +22,7 @@ from ratls.server import RotatingServerContext
 from appliance.app import WorkerServices, create_app
 from appliance.control import ControlClient
 from appliance.identity import SupervisorIdentitySource
-from appliance.logs import gunicorn_log_config
+from appliance.logs import GunicornJsonLogger
 from appliance.metrics import Metrics, mark_worker_dead
 from appliance.proxy import InferenceProxy
 from appliance.receipt_log import ReceiptLog
@@ -77,12 +77,13 @@ class ApiServer(BaseApplication):
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 120,
             "accesslog": None,
-            "logconfig_dict": gunicorn_log_config(),
+            "logger_class": GunicornJsonLogger,
             "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
-            "control_socket_disable": True,
             "proc_name": "appliance-api",
             "forwarded_allow_ips": "",
         }
+        if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 24 opens one by default
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 INFERENCE_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 RECEIPT_HEADER = "X-Receipt-Id"
-# Enough of a stream's end to hold the final usage chunk and `data: [DONE]`.
-_STREAM_TAIL_BYTES = 8192
+# The last chunks of a stream: enough for the final usage chunk and `data: [DONE]` (an engine writes
+# one event per chunk, or several together).
+_STREAM_TAIL_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -119,14 +121,14 @@ class InferenceProxy:
         metrics.streams_started.labels(route=route).inc()
         hasher = hashlib.sha256()
         events = 0
-        tail = b""
+        tail: deque[bytes] = deque(maxlen=_STREAM_TAIL_CHUNKS)
         outcome = "client_disconnected"
         try:
             yield b""  # gunicorn sends the headers (and X-Receipt-Id) on the first write
             for chunk in upstream.chunks():
                 hasher.update(chunk)
                 events += chunk.count(b"\n\n")
-                tail = (tail + chunk)[-_STREAM_TAIL_BYTES:]
+                tail.append(chunk)
                 yield chunk
             outcome = "completed"
         except ApiError as error:
@@ -138,7 +140,7 @@ class InferenceProxy:
             metrics.relayed_events.labels(route=route).inc(events)
             metrics.streams_finished.labels(route=route, outcome=outcome).inc()
             self._record(ExchangeRecord(
-                response_sha256=hasher.hexdigest(), usage=_usage_of_sse(tail), streamed=True,
+                response_sha256=hasher.hexdigest(), usage=_usage_of_sse(b"".join(tail)), streamed=True,
                 complete=outcome == "completed", **facts,
             ))
 

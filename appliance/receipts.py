@@ -16,7 +16,7 @@ from typing import Any
 
 from ratls.issuer import IdentitySource
 from ratls.receipts import RECEIPT_TYPE, format_time
-from ratls.signing import canonical_json, sign_bytes
+from ratls.signing import sign_bytes
 
 from appliance.metrics import Metrics
 from appliance.proxy import ExchangeRecord
@@ -58,7 +58,7 @@ class ReceiptRecorder:
                 "certificate_sha256": fingerprint,
                 "previous_receipt_sha256": previous,
             }
-            message = canonical_json(body)
+            message = canonical_bytes(body)
             receipt_sha256 = hashlib.sha256(message).hexdigest()
             body["receipt_sha256"] = receipt_sha256
             body["signature"] = sign_bytes(identity.private_key, message).hex()
@@ -69,6 +69,17 @@ class ReceiptRecorder:
         if not exchange.complete:
             log.info("receipt %s covers an incomplete %s stream (%d)", exchange.receipt_id,
                      exchange.route, exchange.status)
+
+
+def canonical_bytes(body: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of a receipt body, by the C json encoder.
+
+    For values that are only strings, integers, null and objects with ASCII keys (a receipt body:
+    no floats), sorted compact `json.dumps` output is exactly RFC 8785 (its string escaping is
+    JCS's; tests compare it with `ratls.signing.canonical_json`). Several times faster than the
+    general canonicaliser, on a path every response takes.
+    """
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def usage_of(reported: dict[str, Any] | None) -> dict[str, int] | None:

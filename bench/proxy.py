@@ -46,7 +46,6 @@ CHAT = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "h
                    "max_tokens": 16}).encode()
 STREAM = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}],
                      "stream": True}).encode()
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes and CPU accounting ------------------------------------------------------------------
@@ -65,8 +64,23 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()  # fields from `state` on
 
 
+def _task_cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds of all threads of `pid` (schedstat: ns resolution, unlike ticks)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except OSError:
+            continue
+    return total
+
+
 def tree_cpu(root: int, exclude_pgid: int | None = None) -> float:
-    """User + system CPU seconds of `root` and its descendants (optionally minus one group)."""
+    """CPU seconds of `root` and its descendants (optionally minus one process group)."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
@@ -79,9 +93,9 @@ def tree_cpu(root: int, exclude_pgid: int | None = None) -> float:
         fields = stats.get(pid)
         if fields is None or (exclude_pgid is not None and int(fields[2]) == exclude_pgid):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += _task_cpu_ns(pid)
         stack.extend(children.get(pid, []))
-    return total / CLOCK_TICK
+    return total / 1e9
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -302,7 +316,7 @@ def measure(target: Target, concurrency: int, requests: int, streams: int) -> Fi
     cpu0 = target.cpu() if target.cpu else 0.0
     latencies, _, _ = run_load(target.port, target.tls, CHAT, concurrency, per_connection)
     cpu1 = target.cpu() if target.cpu else 0.0
-    stream_count = max(1, streams // concurrency) if concurrency == 1 else max(1, streams // 8)
+    stream_count = max(1, streams // concurrency)
     _, events, elapsed = run_load(target.port, target.tls, STREAM, concurrency, stream_count)
     cpu2 = target.cpu() if target.cpu else 0.0
     quantiles = statistics.quantiles(latencies, n=100)
@@ -317,7 +331,7 @@ def measure(target: Target, concurrency: int, requests: int, streams: int) -> Fi
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="non-streaming requests per run")
-    parser.add_argument("--streams", type=int, default=20, help="streams at concurrency 1")
+    parser.add_argument("--streams", type=int, default=50, help="streams at concurrency 1")
     parser.add_argument("--workers", type=int, default=2, help="appliance and nginx workers")
     parser.add_argument("--skip-nginx", action="store_true")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
@@ -345,7 +359,7 @@ def main(argv: list[str]) -> int:
         for concurrency in args.concurrency:
             for target in targets:
                 results[(target.name, concurrency)] = measure(
-                    target, concurrency, args.requests, args.streams if concurrency == 1 else 64 * 8)
+                    target, concurrency, args.requests, args.streams if concurrency == 1 else 64 * 4)
         report(results, targets, args.concurrency)
     finally:
         for process in processes:

@@ -11,10 +11,14 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ratls.signing import canonical_json
 from ratls.receipts import verify_receipt
 
 from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
+from appliance.receipts import canonical_bytes
 from appliance.shared_state import SharedState, publish
 from conftest import DIGEST, LOAD_TOKEN, MODEL, SupervisorDouble
 
@@ -215,3 +219,17 @@ def test_identity_rotation_is_picked_up_by_receipts(client, supervisor_double) -
     second = receipt_of(client, client.post("/v1/chat/completions", json=CHAT))
     assert first["certificate_sha256"] != second["certificate_sha256"]
     assert second["certificate_sha256"] == supervisor_double.issuer.current().fingerprint.hex()
+
+
+@settings(deadline=None)
+@given(st.text(), st.text(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)))
+def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens) -> None:
+    body = {"type": "appliance.receipt.v1", "id": receipt_id, "model": model, "model_digest": None,
+            "usage": None if tokens is None else {"prompt_tokens": tokens, "total_tokens": tokens}}
+    try:
+        expected = canonical_json(body)
+    except ValueError:  # lone surrogates: neither encoder produces bytes
+        with pytest.raises(UnicodeEncodeError):
+            canonical_bytes(body)
+        return
+    assert canonical_bytes(body) == expected
