@@ -30,6 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from attest.certs import common_name, load_certificate
 from attest.errors import CollateralFormatError
 
 TCB_INFO_ID_TDX = "TDX"
@@ -195,7 +196,7 @@ class CertificateChain:
             raise CollateralFormatError("empty certificate chain", check="issuer_chain",
                                         expected=">= 1 certificate", actual=0)
         try:
-            certificates = tuple(x509.load_der_x509_certificate(d) for d in self.der)
+            certificates = tuple(load_certificate(d) for d in self.der)
         except ValueError as exc:
             raise CollateralFormatError("malformed certificate in issuer chain",
                                         check="issuer_chain", actual=str(exc)) from None
@@ -221,6 +222,7 @@ class RevocationList:
 
     der: bytes
     crl: x509.CertificateRevocationList = field(init=False, repr=False, compare=False)
+    issuer: x509.Name = field(init=False, repr=False, compare=False)
     this_update: datetime = field(init=False, repr=False, compare=False)
     next_update: datetime = field(init=False, repr=False, compare=False)
     revoked_serials: frozenset[int] = field(init=False, repr=False, compare=False)
@@ -235,13 +237,14 @@ class RevocationList:
             raise CollateralFormatError("CRL without nextUpdate", check="crl.next_update",
                                         expected="a time", actual="absent")
         object.__setattr__(self, "crl", crl)
+        object.__setattr__(self, "issuer", crl.issuer)
         object.__setattr__(self, "this_update", crl.last_update_utc)
         object.__setattr__(self, "next_update", crl.next_update_utc)
         object.__setattr__(self, "revoked_serials", revoked)
 
     @property
     def issuer_cn(self) -> str:
-        return _common_name(self.crl.issuer)
+        return common_name(self.issuer)
 
 
 @dataclass(frozen=True)
@@ -409,7 +412,7 @@ def collateral_from_pcs_directory(directory: Path, *, fmspc: str, pck_ca: str) -
 
 def pck_ca_of(pck_certificate: x509.Certificate) -> str:
     """"platform" or "processor": which PCK CRL covers this PCK certificate."""
-    issuer_cn = _common_name(pck_certificate.issuer)
+    issuer_cn = common_name(pck_certificate.issuer)
     if issuer_cn not in PCK_CA_BY_ISSUER_CN:
         raise CollateralFormatError("PCK certificate issued by an unknown CA", check="pck.issuer_cn",
                                     expected=sorted(PCK_CA_BY_ISSUER_CN), actual=issuer_cn)
@@ -743,11 +746,6 @@ def _revocation_list(der: bytes, what: str) -> RevocationList:
         return RevocationList(der)
     except CollateralFormatError as exc:
         raise CollateralFormatError(f"{what}: {exc}", check=what) from None
-
-
-def _common_name(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(values[0].value) if values else ""
 
 
 def _iso(moment: datetime) -> str:

@@ -6,7 +6,6 @@ BOOLEAN as 0x00/0xFF, no bytes left over. Anything else is a `FormatError` namin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from attest.errors import FormatError
 
@@ -22,69 +21,58 @@ _LONG_LENGTH = 0x80
 _MAX_LENGTH_OCTETS = 4
 
 
-@dataclass(frozen=True)
-class Tlv:
-    """One DER element: its tag and its content octets."""
-
-    tag: int
-    content: bytes
+# One DER element: (tag, content octets). A plain tuple: the PCK extension has ~60 of them
+# and verification parses one per quote.
+Tlv = tuple[int, bytes]
 
 
-class DerReader:
-    """Reads consecutive DER elements from `data`; `what` names the structure in errors."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = data
-        self._pos = 0
-        self.what = what
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
-
-    def expect_end(self) -> None:
-        if not self.at_end():
-            raise FormatError(
-                f"{self.what}: {len(self._data) - self._pos} bytes after the last element",
-                check=f"{self.what}.length",
-                expected=self._pos,
-                actual=len(self._data),
-            )
-
-    def read(self) -> Tlv:
-        data, pos = self._data, self._pos
-        if pos + 2 > len(data):
-            raise FormatError(f"{self.what}: truncated element header", check=f"{self.what}.tlv")
+def elements(data: bytes, what: str) -> list[Tlv]:
+    """All DER elements at one level of `data`, which they must cover exactly."""
+    out: list[Tlv] = []
+    pos, size = 0, len(data)
+    while pos < size:
+        if pos + 2 > size:
+            raise FormatError(f"{what}: truncated element header", check=f"{what}.tlv")
         tag = data[pos]
         if tag & _HIGH_TAG_NUMBER == _HIGH_TAG_NUMBER:
-            raise FormatError(f"{self.what}: multi-byte tags are not used here", check=f"{self.what}.tag",
+            raise FormatError(f"{what}: multi-byte tags are not used here", check=f"{what}.tag",
                               actual=hex(tag))
-        first = data[pos + 1]
+        length = data[pos + 1]
         pos += 2
-        if first < _LONG_LENGTH:
-            length = first
-        else:
-            count = first & 0x7F
-            if count == 0 or count > _MAX_LENGTH_OCTETS or pos + count > len(data):
-                raise FormatError(f"{self.what}: bad length octets", check=f"{self.what}.length",
-                                  actual=hex(first))
+        if length >= _LONG_LENGTH:
+            count = length & 0x7F
+            if count == 0 or count > _MAX_LENGTH_OCTETS or pos + count > size:
+                raise FormatError(f"{what}: bad length octets", check=f"{what}.length",
+                                  actual=hex(length))
             length = int.from_bytes(data[pos : pos + count], "big")
-            # 2. DER: the shortest form; long form only for lengths >= 128, no leading zero octet.
+            # DER: the shortest form; long form only for lengths >= 128, no leading zero octet.
             if length < _LONG_LENGTH or data[pos] == 0:
-                raise FormatError(f"{self.what}: non-minimal length encoding",
-                                  check=f"{self.what}.length", actual=length)
+                raise FormatError(f"{what}: non-minimal length encoding", check=f"{what}.length",
+                                  actual=length)
             pos += count
-        if pos + length > len(data):
-            raise FormatError(f"{self.what}: element runs past the end", check=f"{self.what}.length",
-                              expected=f"<= {len(data) - pos}", actual=length)
-        self._pos = pos + length
-        return Tlv(tag, data[pos : pos + length])
+        end = pos + length
+        if end > size:
+            raise FormatError(f"{what}: element runs past the end", check=f"{what}.length",
+                              expected=f"<= {size - pos}", actual=length)
+        out.append((tag, data[pos:end]))
+        pos = end
+    return out
 
-    def expect(self, tag: int, field: str) -> bytes:
-        tlv = self.read()
-        if tlv.tag != tag:
-            raise FormatError(f"{self.what}: unexpected tag for {field}", check=f"{self.what}.{field}",
-                              expected=hex(tag), actual=hex(tlv.tag))
-        return tlv.content
+
+def single(data: bytes, tag: int, what: str) -> bytes:
+    """The content of the one element that `data` must consist of, with the given tag."""
+    found = elements(data, what)
+    if len(found) != 1:
+        raise FormatError(f"{what}: expected exactly one element", check=f"{what}.length",
+                          expected=1, actual=len(found))
+    return expect_tag(found[0], tag, what)
+
+
+def expect_tag(element: Tlv, tag: int, what: str) -> bytes:
+    if element[0] != tag:
+        raise FormatError(f"{what}: unexpected element type", check=what, expected=hex(tag),
+                          actual=hex(element[0]))
+    return element[1]
 
 
 def decode_integer(content: bytes, field: str) -> int:
@@ -104,6 +92,19 @@ def decode_boolean(content: bytes, field: str) -> bool:
     if content == b"\x00":
         return False
     raise FormatError(f"{field}: BOOLEAN must be 0x00 or 0xFF", check=field, actual=content)
+
+
+def encode_oid(dotted: str) -> bytes:
+    """The content octets of an OBJECT IDENTIFIER (for comparing against constants)."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    out = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        out += bytes(reversed(chunk))
+    return bytes(out)
 
 
 def decode_oid(content: bytes, field: str) -> str:

@@ -27,10 +27,9 @@ class AttestError(Exception):
         self.check = check
         self.expected = expected
         self.actual = actual
-        detail = message
-        if expected is not None or actual is not None:
-            detail = f"{message} (expected {_show(expected)}, actual {_show(actual)})"
-        super().__init__(detail)
+        shown = [f"{label} {_show(value)}" for label, value in (("expected", expected), ("actual", actual))
+                 if value is not None]
+        super().__init__(f"{message} ({', '.join(shown)})" if shown else message)
 
     @property
     def message(self) -> str:
@@ -127,9 +126,16 @@ class CollateralUnavailableError(AttestError):
 
 
 class PolicyError(AttestError):
-    """Verified evidence that the appraisal policy rejects (validate stage)."""
+    """Verified evidence that the appraisal policy rejects (validate stage).
+
+    `checks` holds every check that ran (see `attest.policy.PolicyCheck`), not only the failed one.
+    """
 
     stage = "validate"
+
+    def __init__(self, message: str, *, checks: tuple[Any, ...] = (), **details: Any) -> None:
+        super().__init__(message, **details)
+        self.checks = checks
 
 
 class PolicyFormatError(AttestError):

@@ -20,11 +20,14 @@ from attest.der import (
     TAG_OCTET_STRING,
     TAG_OID,
     TAG_SEQUENCE,
-    DerReader,
     Tlv,
     decode_boolean,
     decode_integer,
     decode_oid,
+    elements,
+    encode_oid,
+    expect_tag,
+    single,
 )
 from attest.errors import FormatError
 
@@ -48,6 +51,10 @@ CPUSVN_ARC = 18
 DYNAMIC_PLATFORM_ARC = 1
 CACHED_KEYS_ARC = 2
 SMT_ENABLED_ARC = 3
+
+_SGX_PREFIX = encode_oid(SGX_EXTENSION_OID)
+_TCB_PREFIX = encode_oid(f"{SGX_EXTENSION_OID}.{TCB_ARC}")
+_CONFIGURATION_PREFIX = encode_oid(f"{SGX_EXTENSION_OID}.{CONFIGURATION_ARC}")
 
 PPID_SIZE = 16
 CPUSVN_SIZE = 16
@@ -113,10 +120,8 @@ def pck_extension_of(certificate: x509.Certificate) -> PckExtension:
 
 def parse_sgx_extension(der: bytes) -> PckExtension:
     """Parse the DER value of the SGX extension (the content of the extnValue OCTET STRING)."""
-    outer = DerReader(der, "sgx_extension")
-    entries = _arc_entries(outer.expect(TAG_SEQUENCE, "sequence"), SGX_EXTENSION_OID, "sgx_extension",
-                           allowed=range(PPID_ARC, CONFIGURATION_ARC + 1))
-    outer.expect_end()
+    entries = _arc_entries(single(der, TAG_SEQUENCE, "sgx_extension"), _SGX_PREFIX,
+                           "sgx_extension", allowed=range(PPID_ARC, CONFIGURATION_ARC + 1))
     for required, name in ((PPID_ARC, "ppid"), (TCB_ARC, "tcb"), (PCE_ID_ARC, "pce_id"),
                            (FMSPC_ARC, "fmspc"), (SGX_TYPE_ARC, "sgx_type")):
         if required not in entries:
@@ -143,10 +148,7 @@ def parse_sgx_extension(der: bytes) -> PckExtension:
 
 def _tcb(value: Tlv) -> PckTcb:
     what = "sgx_extension.tcb"
-    if value.tag != TAG_SEQUENCE:
-        raise FormatError("TCB must be a SEQUENCE", check=what, expected=hex(TAG_SEQUENCE),
-                          actual=hex(value.tag))
-    entries = _arc_entries(value.content, f"{SGX_EXTENSION_OID}.{TCB_ARC}", what,
+    entries = _arc_entries(expect_tag(value, TAG_SEQUENCE, what), _TCB_PREFIX, what,
                            allowed=range(1, CPUSVN_ARC + 1))
     missing = sorted(set(range(1, CPUSVN_ARC + 1)) - entries.keys())
     if missing:
@@ -165,20 +167,14 @@ def _tcb(value: Tlv) -> PckTcb:
 
 def _configuration(value: Tlv) -> PckConfiguration:
     what = "sgx_extension.configuration"
-    if value.tag != TAG_SEQUENCE:
-        raise FormatError("Configuration must be a SEQUENCE", check=what,
-                          expected=hex(TAG_SEQUENCE), actual=hex(value.tag))
-    entries = _arc_entries(value.content, f"{SGX_EXTENSION_OID}.{CONFIGURATION_ARC}", what,
+    entries = _arc_entries(expect_tag(value, TAG_SEQUENCE, what), _CONFIGURATION_PREFIX, what,
                            allowed=range(DYNAMIC_PLATFORM_ARC, SMT_ENABLED_ARC + 1))
 
     def flag(arc: int, name: str) -> bool | None:
         if arc not in entries:
             return None
-        tlv = entries[arc]
-        if tlv.tag != TAG_BOOLEAN:
-            raise FormatError(f"{name} must be a BOOLEAN", check=f"{what}.{name}",
-                              expected=hex(TAG_BOOLEAN), actual=hex(tlv.tag))
-        return decode_boolean(tlv.content, f"{what}.{name}")
+        field = f"{what}.{name}"
+        return decode_boolean(expect_tag(entries[arc], TAG_BOOLEAN, field), field)
 
     return PckConfiguration(
         dynamic_platform=flag(DYNAMIC_PLATFORM_ARC, "dynamic_platform"),
@@ -187,40 +183,40 @@ def _configuration(value: Tlv) -> PckConfiguration:
     )
 
 
-def _arc_entries(content: bytes, prefix: str, what: str, *, allowed: range) -> dict[int, Tlv]:
+def _arc_entries(content: bytes, prefix: bytes, what: str, *, allowed: range) -> dict[int, Tlv]:
     """The {OID, value} pairs of a SEQUENCE whose OIDs are `prefix`.N, keyed by N."""
+    # Every arc used here is below 128, so `prefix`.N is the prefix's octets plus one octet N;
+    # comparing octets (not dotted strings) is both stricter and faster.
     entries: dict[int, Tlv] = {}
-    reader = DerReader(content, what)
-    while not reader.at_end():
-        pair = DerReader(reader.expect(TAG_SEQUENCE, "entry"), what)
-        oid = decode_oid(pair.expect(TAG_OID, "oid"), f"{what}.oid")
-        value = pair.read()
-        pair.expect_end()
-        head, _, arc = oid.rpartition(".")
-        if head != prefix or not arc.isdigit() or int(arc) not in allowed:
+    for tag, pair_content in elements(content, what):
+        pair = elements(pair_content, what) if tag == TAG_SEQUENCE else ()
+        if len(pair) != 2 or pair[0][0] != TAG_OID:
+            raise FormatError(f"{what}: each entry must be SEQUENCE {{OID, value}}",
+                              check=f"{what}.entry")
+        oid = pair[0][1]
+        arc = oid[-1] if len(oid) == len(prefix) + 1 and oid.startswith(prefix) else -1
+        if arc not in allowed:
+            dotted = decode_oid(prefix, what)
             raise FormatError(f"{what}: unknown element", check=f"{what}.oid",
-                              expected=f"{prefix}.{{{allowed.start}..{allowed.stop - 1}}}", actual=oid)
-        if int(arc) in entries:
-            raise FormatError(f"{what}: duplicate element", check=f"{what}.oid", actual=oid)
-        entries[int(arc)] = value
+                              expected=f"{dotted}.{{{allowed.start}..{allowed.stop - 1}}}",
+                              actual=decode_oid(oid, f"{what}.oid"))
+        if arc in entries:
+            raise FormatError(f"{what}: duplicate element", check=f"{what}.oid",
+                              actual=f"{decode_oid(prefix, what)}.{arc}")
+        entries[arc] = pair[1]
     return entries
 
 
 def _octets(value: Tlv, field: str, size: int) -> bytes:
-    if value.tag != TAG_OCTET_STRING:
-        raise FormatError(f"{field} must be an OCTET STRING", check=field,
-                          expected=hex(TAG_OCTET_STRING), actual=hex(value.tag))
-    if len(value.content) != size:
+    content = expect_tag(value, TAG_OCTET_STRING, field)
+    if len(content) != size:
         raise FormatError(f"{field} has the wrong size", check=field, expected=size,
-                          actual=len(value.content))
-    return value.content
+                          actual=len(content))
+    return content
 
 
 def _integer(value: Tlv, tag: int, field: str, low: int, high: int) -> int:
-    if value.tag != tag:
-        raise FormatError(f"{field} has the wrong type", check=field, expected=hex(tag),
-                          actual=hex(value.tag))
-    number = decode_integer(value.content, field)
+    number = decode_integer(expect_tag(value, tag, field), field)
     if not low <= number <= high:
         raise FormatError(f"{field} out of range", check=field, expected=f"{low}..{high}",
                           actual=number)

@@ -26,7 +26,7 @@ import binascii
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from attest.der import TAG_SEQUENCE, DerReader
+from attest.der import TAG_SEQUENCE, single
 from attest.errors import FormatError
 
 
@@ -414,9 +414,7 @@ def _check_der_sequence(der: bytes, field: str) -> None:
     """The outer TLV of a certificate: one DER SEQUENCE that covers exactly `der`."""
     if not isinstance(der, bytes):
         raise FormatError(f"{field} must be bytes", check=field, actual=type(der).__name__)
-    reader = DerReader(der, field)
-    reader.expect(TAG_SEQUENCE, "certificate")
-    reader.expect_end()
+    single(der, TAG_SEQUENCE, field)
 
 
 @dataclass(frozen=True)

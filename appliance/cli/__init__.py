@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import model, serve, verity
+from appliance.cli import model, quote, serve, verity
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (verity, model, serve)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, verity, model, serve)
 
 EXIT_USAGE = 2
 

@@ -186,7 +186,9 @@ def test_malformed_der(raw: bytes) -> None:
 
 
 def test_trailing_bytes_after_extension(base: tuple[PckExtension, bytes]) -> None:
-    with pytest.raises(FormatError, match="after the last element"):
+    with pytest.raises(FormatError, match="exactly one element"):
+        parse_sgx_extension(base[1] + b"\x04\x00")
+    with pytest.raises(FormatError, match="truncated"):
         parse_sgx_extension(base[1] + b"\x00")
 
 

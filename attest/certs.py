@@ -1,0 +1,36 @@
+"""X.509 helpers shared by collateral, roots and verification."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+
+# What `cryptography` raises, besides ValueError, for certificates it cannot read (a TypeError
+# comes from a name attribute of an impossible type).
+_PARSE_ERRORS = (TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+                 x509.UnsupportedGeneralNameType)
+
+
+def load_certificate(der: bytes) -> x509.Certificate:
+    """A DER certificate with every field verification reads already parsed.
+
+    `cryptography` parses some fields only on first access, so a malformed issuer or extension
+    would otherwise surface as a `ValueError` deep inside verification. Raises `ValueError`.
+    """
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        _ = (certificate.issuer, certificate.subject, certificate.extensions,
+             certificate.not_valid_before_utc, certificate.not_valid_after_utc,
+             certificate.signature_algorithm_oid, certificate.public_key())
+    except ValueError:
+        raise
+    except _PARSE_ERRORS as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return certificate
+
+
+def common_name(name: x509.Name) -> str:
+    """The first CN of an X.509 name, or "" when it has none."""
+    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
