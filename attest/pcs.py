@@ -20,11 +20,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import quote as url_quote
 from urllib.parse import unquote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from attest.collateral import Collateral, collateral_from_pcs_responses
 from attest.errors import CollateralFormatError, CollateralUnavailableError, FormatError
@@ -106,10 +107,19 @@ class PcsClient:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self.endpoint = endpoint or PcsEndpoint.intel()
+        self._owns_http = http is None
         self._http = http or httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
 
     def close(self) -> None:
-        self._http.close()
+        """Close the HTTP client if this object made it (a caller's client stays open)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def tcb_info(self, fmspc: str) -> PcsResponse:
         return self._get(self.endpoint.tcb_info_url(fmspc), TCB_INFO_CHAIN_HEADERS)
@@ -179,8 +189,8 @@ class _CacheEntryJson(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     format: int
     url: str
-    fetched_at: dt.datetime
-    next_update: dt.datetime
+    fetched_at: AwareDatetime
+    next_update: AwareDatetime
     issuer_chain: str | None
     body_base64: str
 
@@ -284,7 +294,13 @@ class CollateralFetcher:
         self._offline = offline
 
     def collateral(self, fmspc: str | bytes, ca: PckCa | str, *, now: dt.datetime) -> Collateral:
-        fmspc, ca = _normalise_fmspc(fmspc), PckCa(ca)
+        """Collateral for a platform (FMSPC) whose PCK certificate `ca` issued, at `now`.
+
+        Raises CollateralUnavailableError when it cannot be had (network, HTTP status, offline
+        with a cold or stale cache, TCB info for another FMSPC) and CollateralFormatError when a
+        response is not collateral. Signatures, chains and windows are `attest.verify`'s job.
+        """
+        fmspc, ca = _normalise_fmspc(fmspc), _pck_ca(ca)
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware (UTC)")
         keys = {part: cache_key(part, fmspc=fmspc, ca=ca) for part in Part}
@@ -307,14 +323,14 @@ class CollateralFetcher:
         # 3. Fetch the rest, and assemble: a malformed response fails here, before caching.
         fetched = {part: self._fetch(part, fmspc, ca) for part in missing}
         try:
-            collateral = _assemble({**cached, **fetched})
+            collateral = assemble({**cached, **fetched})
         except CollateralFormatError:
             if not cached or self._offline:
                 raise
             # A cache entry that no longer assembles (damaged on disk): start from scratch.
             logger.warning("cached collateral for FMSPC %s is unusable; fetching it again", fmspc)
             fetched = {part: self._fetch(part, fmspc, ca) for part in Part}
-            collateral = _assemble(fetched)
+            collateral = assemble(fetched)
         served_fmspc = collateral.tcb_info.tcb_info.fmspc.hex()
         if served_fmspc != fmspc:
             raise CollateralUnavailableError(
@@ -334,7 +350,13 @@ class CollateralFetcher:
             }
             for part, response in fetched.items():
                 entry = CachedResponse(response, now, next_updates[part])
-                self._cache.store(self._endpoint, keys[part], entry)
+                try:
+                    self._cache.store(self._endpoint, keys[part], entry)
+                except OSError as exc:
+                    # The collateral is good; only the next call will have to fetch it again.
+                    logger.warning(
+                        "cannot cache %s in %s: %s", part.value, self._cache.directory, exc
+                    )
         return collateral
 
     def _fetch(self, part: Part, fmspc: str, ca: PckCa) -> PcsResponse:
@@ -349,7 +371,8 @@ class CollateralFetcher:
         return self._client.root_ca_crl()
 
 
-def _assemble(responses: Mapping[Part, PcsResponse]) -> Collateral:
+def assemble(responses: Mapping[Part, PcsResponse]) -> Collateral:
+    """Collateral from one response per part (structure checked, signatures not)."""
     tcb, qe, pck, root = (responses[p] for p in Part)
     return collateral_from_pcs_responses(
         tcb_info_body=tcb.body,
@@ -360,6 +383,15 @@ def _assemble(responses: Mapping[Part, PcsResponse]) -> Collateral:
         pck_crl_issuer_chain=pck.issuer_chain or "",
         root_ca_crl=root.body,
     )
+
+
+def _pck_ca(ca: PckCa | str) -> PckCa:
+    try:
+        return PckCa(ca)
+    except ValueError:
+        raise FormatError(
+            "unknown PCK CA", check="pck ca", expected=[c.value for c in PckCa], actual=ca
+        ) from None
 
 
 def _normalise_fmspc(fmspc: str | bytes) -> str:

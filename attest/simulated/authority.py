@@ -28,6 +28,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -52,8 +53,9 @@ TCB_SIGNING_CN = "SIMULATED SGX TCB Signing"
 
 CA_LIFETIME = dt.timedelta(days=25 * 365)
 LEAF_LIFETIME = dt.timedelta(days=7 * 365)
-# Backdate a little so that a verifier whose clock is slightly behind still accepts the chain.
-BACKDATE = dt.timedelta(hours=1)
+# Backdated so that collateral issued "now" (an hour back) lies well inside the chain's validity,
+# and a verifier whose clock is slightly behind still accepts it.
+BACKDATE = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -97,45 +99,27 @@ def raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return point[1:]
 
 
-class _PlatformJson(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fmspc: str
-    pce_id: str
-    ppid: str
-    platform_instance_id: str
-    sgx_tcb_components: list[int]
-    pce_svn: int
-    cpu_svn: str
-    sgx_type: int
-    dynamic_platform: bool
-    cached_keys: bool
-    smt_enabled: bool
-    tee_tcb_svn: str
-    mr_seam: str
-    qe_mr_enclave: str
-    qe_mr_signer: str
-    qe_isv_prod_id: int
-    qe_isv_svn: int
-    qe_cpu_svn: str
-    qe_attributes: str
-    tcb_evaluation_data_number: int
-    tcb_date: str
+def _platform_to_json(platform: SimulatedPlatform) -> dict[str, Any]:
+    return {
+        name: value.hex() if isinstance(value, bytes) else value
+        for name, value in asdict(platform).items()
+    }
 
-    @classmethod
-    def of(cls, platform: SimulatedPlatform) -> _PlatformJson:
-        values = {
-            k: v.hex() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v
-            for k, v in asdict(platform).items()
-        }
-        return cls(**values)
 
-    def platform(self) -> SimulatedPlatform:
-        values = self.model_dump()
-        for name, field in SimulatedPlatform.__dataclass_fields__.items():
-            if field.type in ("bytes", bytes):
-                values[name] = bytes.fromhex(values[name])
-        values["sgx_tcb_components"] = tuple(values["sgx_tcb_components"])
-        return SimulatedPlatform(**values)
+def _platform_from_json(values: dict[str, Any]) -> SimulatedPlatform:
+    """Rebuild the platform; SimulatedPlatform itself checks every size and range."""
+    converted = {}
+    for name, value in values.items():
+        kind = SimulatedPlatform.__dataclass_fields__.get(name)
+        if kind is None:
+            raise ValueError(f"unknown platform field {name!r}")
+        if kind.type in ("bytes", bytes):
+            converted[name] = bytes.fromhex(value)
+        elif isinstance(value, list):
+            converted[name] = tuple(value)
+        else:
+            converted[name] = value
+    return SimulatedPlatform(**converted)
 
 
 class _ManifestJson(BaseModel):
@@ -143,7 +127,7 @@ class _ManifestJson(BaseModel):
     format: int
     created: str
     root_sha256: str
-    platform: _PlatformJson
+    platform: dict[str, Any]
 
 
 class SimulatedAuthority:
@@ -164,6 +148,10 @@ class SimulatedAuthority:
         self.platform = platform
         self.keys = keys
         self.certificates = certificates
+        # Quotes carry the chain as DER inside PEM; encode it once.
+        self.pck_chain_der = tuple(
+            c.public_bytes(serialization.Encoding.DER) for c in self.pck_chain
+        )
 
     # -- construction ---------------------------------------------------------------------
 
@@ -222,8 +210,8 @@ class SimulatedAuthority:
                 actual=manifest.format,
             )
         try:
-            platform = manifest.platform.platform()
-        except ValueError as exc:
+            platform = _platform_from_json(manifest.platform)
+        except (TypeError, ValueError) as exc:
             raise AuthorityStoreError(
                 f"{manifest_path}: {exc}", check="authority platform"
             ) from exc
@@ -243,30 +231,7 @@ class SimulatedAuthority:
         authority = cls(
             directory, platform, AuthorityKeys(**keys), AuthorityCertificates(**certificates)
         )
-        authority._check_chains()
-        try:
-            sgx_extension = (
-                certificates["pck"]
-                .extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
-                .value
-            )
-        except x509.ExtensionNotFound:
-            sgx_extension = None
-        if (
-            not isinstance(sgx_extension, x509.UnrecognizedExtension)
-            or sgx_extension.value != platform.sgx_extension()
-        ):
-            raise AuthorityStoreError(
-                f"pck.pem's SGX extension does not describe the platform in {MANIFEST}",
-                check="pck sgx extension",
-            )
-        if authority.root_sha256 != manifest.root_sha256:
-            raise AuthorityStoreError(
-                "root certificate differs from the one recorded at creation",
-                check="root fingerprint",
-                expected=manifest.root_sha256,
-                actual=authority.root_sha256,
-            )
+        authority._check_consistency(manifest.root_sha256)
         return authority
 
     @classmethod
@@ -342,7 +307,7 @@ class SimulatedAuthority:
             format=FORMAT_VERSION,
             created=iso_time(now),
             root_sha256=self.root_sha256,
-            platform=_PlatformJson.of(self.platform),
+            platform=_platform_to_json(self.platform),
         )
         # Last: its presence marks a complete authority.
         _write_atomically(
@@ -350,6 +315,32 @@ class SimulatedAuthority:
             json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
             mode=0o644,
         )
+
+    def _check_consistency(self, recorded_root_sha256: str) -> None:
+        """Chains intact, subjects SIMULATED, the PCK extension describing the platform, and
+        the root the one recorded at creation."""
+        self._check_chains()
+        try:
+            sgx_extension = self.certificates.pck.extensions.get_extension_for_oid(
+                x509.ObjectIdentifier(SGX_EXTENSION_OID)
+            ).value
+        except x509.ExtensionNotFound:
+            sgx_extension = None
+        if (
+            not isinstance(sgx_extension, x509.UnrecognizedExtension)
+            or sgx_extension.value != self.platform.sgx_extension()
+        ):
+            raise AuthorityStoreError(
+                f"pck.pem's SGX extension does not describe the platform in {MANIFEST}",
+                check="pck sgx extension",
+            )
+        if self.root_sha256 != recorded_root_sha256:
+            raise AuthorityStoreError(
+                "root certificate differs from the one recorded at creation",
+                check="root fingerprint",
+                expected=recorded_root_sha256,
+                actual=self.root_sha256,
+            )
 
     def _check_chains(self) -> None:
         c = self.certificates

@@ -13,20 +13,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attest.collateral import Collateral, TcbStatus, collateral_from_bundle_json
 from attest.simulated.authority import SimulatedAuthority, iso_time, raw_signature
 
 DEFAULT_VALIDITY = dt.timedelta(days=30)
 # Issue a little before `now`, as the PCS does, so that `now` sits inside every window.
 ISSUED_BEFORE_NOW = dt.timedelta(hours=1)
-TCB_STATUSES = (
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-)
 QE_IDENTITY_ATTRIBUTES_MASK = bytes.fromhex("FBFFFFFFFFFFFFFF0000000000000000")
 QE_IDENTITY_MISCSELECT_MASK = "FFFFFFFF"
 
@@ -65,6 +57,10 @@ class SimulatedCollateral:
             indent=2,
         )
 
+    def to_collateral(self) -> Collateral:
+        """The `attest.collateral` model that `attest.verify` takes."""
+        return collateral_from_bundle_json(self.to_bundle_json())
+
     def tcb_info_response(self) -> str:
         """The PCS response body for the TCB info: `{"tcbInfo":...,"signature":"..."}`."""
         return f'{{"tcbInfo":{self.tcb_info},"signature":"{self.tcb_info_signature.hex()}"}}'
@@ -81,7 +77,7 @@ def simulated_collateral(
     *,
     now: dt.datetime,
     validity: dt.timedelta = DEFAULT_VALIDITY,
-    tcb_status: str = "UpToDate",
+    tcb_status: TcbStatus | str = TcbStatus.UP_TO_DATE,
     advisory_ids: Sequence[str] = (),
     revoke_pck: bool = False,
 ) -> SimulatedCollateral:
@@ -90,8 +86,7 @@ def simulated_collateral(
     PCK CRL."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    if tcb_status not in TCB_STATUSES:
-        raise ValueError(f"tcb_status must be one of {', '.join(TCB_STATUSES)}")
+    tcb_status = TcbStatus(tcb_status)
     issue = now.astimezone(dt.UTC).replace(microsecond=0) - ISSUED_BEFORE_NOW
     next_update = issue + validity
     keys, certificates = authority.keys, authority.certificates
@@ -124,7 +119,7 @@ def _tcb_info(
     authority: SimulatedAuthority,
     issue: dt.datetime,
     next_update: dt.datetime,
-    tcb_status: str,
+    tcb_status: TcbStatus,
     advisory_ids: Sequence[str],
 ) -> dict:
     platform = authority.platform
@@ -136,7 +131,7 @@ def _tcb_info(
             "tdxtcbcomponents": [{"svn": svn} for svn in platform.tee_tcb_svn],
         },
         "tcbDate": platform.tcb_date,
-        "tcbStatus": tcb_status,
+        "tcbStatus": tcb_status.value,
     }
     if advisory_ids:
         level["advisoryIDs"] = list(advisory_ids)

@@ -9,6 +9,7 @@ from attest.der import (
     TAG_OCTET_STRING,
     TAG_OID,
     TAG_SEQUENCE,
+    encode_oid,
 )
 
 
@@ -54,13 +55,4 @@ def oid(dotted: str) -> bytes:
     arcs = [int(arc) for arc in dotted.split(".")]
     if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
         raise ValueError(f"not a valid OID: {dotted}")
-    content = bytearray()
-    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
-        # Base 128, most significant group first, bit 8 set on all but the last byte.
-        groups = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            groups.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        content.extend(reversed(groups))
-    return tlv(TAG_OID, bytes(content))
+    return tlv(TAG_OID, encode_oid(dotted))

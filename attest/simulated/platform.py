@@ -51,6 +51,7 @@ class SimulatedPlatform:
     tcb_date: str = "2025-01-01T00:00:00Z"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sgx_tcb_components", tuple(self.sgx_tcb_components))
         sizes = {
             "fmspc": 6,
             "pce_id": 2,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives import serialization
-
 from attest.quote import (
     ATT_KEY_TYPE_ECDSA_P256,
     INTEL_QE_VENDOR_ID,
@@ -92,9 +90,7 @@ def build_quote(
         qe_report=qe_report,
         qe_report_signature=raw_signature(authority.keys.pck, qe_report.to_bytes()),
         qe_auth_data=QE_AUTH_DATA,
-        pck_cert_chain=PckCertChain(
-            tuple(c.public_bytes(serialization.Encoding.DER) for c in authority.pck_chain)
-        ),
+        pck_cert_chain=PckCertChain(authority.pck_chain_der),
     )
     unsigned = Quote(
         header=header,

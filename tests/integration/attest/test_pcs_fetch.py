@@ -11,6 +11,7 @@ import httpx
 import pytest
 from support.fake_pcs import FakePcs
 
+from attest.collateral import TcbStatus
 from attest.errors import CollateralUnavailableError, FormatError
 from attest.pcs import (
     CollateralCache,
@@ -19,6 +20,7 @@ from attest.pcs import (
     PcsClient,
     PcsEndpoint,
 )
+from attest.verify import DcapVerifier
 
 FMSPC = "90c06f000000"
 TCB = "/tdx/certification/v4/tcb"
@@ -168,6 +170,14 @@ def test_fetched_collateral_matches_the_assembled_vector_bundle(client, cache, v
     assert mine == bundle
 
 
+def test_fetched_collateral_verifies_a_real_quote_against_intels_root(client, cache, vectors_dir):
+    quote = (vectors_dir / "tdx/quotes/dstack_verifier_quote-report_v4.bin").read_bytes()
+    collateral = CollateralFetcher(client, cache).collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID)
+    result = DcapVerifier().verify(quote, collateral, now=ALL_VALID)
+    assert result.tcb_status is TcbStatus.UP_TO_DATE
+    assert not result.simulated
+
+
 def test_each_part_is_refetched_after_its_own_next_update(client, cache, pcs, tinfoil):
     fetcher = CollateralFetcher(client, cache)
     fetcher.collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID)
@@ -277,6 +287,23 @@ def test_cache_writes_leave_no_temporary_files(client, cache):
     assert files == sorted(
         [f"tcb-info-{FMSPC}.json", "qe-identity.json", "pck-crl-platform.json", "root-ca-crl.json"]
     )
+
+
+def test_unusable_cache_directory_only_costs_a_fetch(client, pcs, tmp_path, caplog):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    fetcher = CollateralFetcher(client, CollateralCache(not_a_directory))
+    assert fetcher.collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID).identity.fmspc == FMSPC
+    assert "cannot cache" in caplog.text
+    fetcher.collateral(FMSPC, PckCa.PLATFORM, now=ALL_VALID)
+    assert pcs.total_requests == 8
+
+
+def test_unknown_pck_ca_is_refused(client, cache, pcs):
+    with pytest.raises(FormatError) as caught:
+        CollateralFetcher(client, cache).collateral(FMSPC, "intermediate", now=ALL_VALID)
+    assert caught.value.check == "pck ca"
+    assert pcs.total_requests == 0
 
 
 @pytest.mark.parametrize("fmspc", ["90c06f", "zz0c06f00000", "90c06f0000000"])

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attest.der import TAG_INTEGER, DerReader, decode_integer, decode_oid
+from attest.der import TAG_INTEGER, TAG_OID, decode_integer, decode_oid, single
 from attest.errors import AuthorityStoreError
 from attest.pck import SGX_EXTENSION_OID, pck_extension_of
 from attest.simulated import SimulatedAuthority, SimulatedPlatform
@@ -104,9 +104,7 @@ def test_extension_writer_reproduces_a_real_intel_pck_extension_byte_for_byte(ve
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-(2**70), 2**70))
 def test_der_integers_read_back(value):
-    reader = DerReader(integer(value), "test")
-    assert decode_integer(reader.expect(TAG_INTEGER, "n"), "n") == value
-    reader.expect_end()
+    assert decode_integer(single(integer(value), TAG_INTEGER, "n"), "n") == value
 
 
 @settings(max_examples=100, deadline=None)
@@ -115,8 +113,7 @@ def test_der_integers_read_back(value):
 )
 def test_der_oids_read_back(tail, first, second):
     dotted = ".".join(map(str, [first, second, *tail]))
-    content = oid(dotted)
-    assert decode_oid(content[2:], "oid") == dotted
+    assert decode_oid(single(oid(dotted), TAG_OID, "oid"), "oid") == dotted
 
 
 def test_directory_layout_and_permissions(authority):
@@ -212,6 +209,19 @@ def test_load_refuses_a_manifest_that_disagrees_with_the_pck_certificate(authori
     with pytest.raises(AuthorityStoreError) as caught:
         SimulatedAuthority.load(authority.directory)
     assert caught.value.check == "pck sgx extension"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("fmspc", "zz"), ("fmspc", "00"), ("unknown", 1), ("pce_svn", -1)]
+)
+def test_load_refuses_malformed_platform_parameters(authority, field, value):
+    path = authority.directory / "authority.json"
+    manifest = json.loads(path.read_text())
+    manifest["platform"][field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(AuthorityStoreError) as caught:
+        SimulatedAuthority.load(authority.directory)
+    assert caught.value.check == "authority platform"
 
 
 def test_load_refuses_a_malformed_manifest(authority):

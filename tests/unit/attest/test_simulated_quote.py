@@ -13,8 +13,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.simulated_evidence import (
+    ATTESTATION_KEY,
+    NOW,
+    QE_REPORT,
+    QE_REPORT_SIGNATURE,
+    QUOTE_SIGNATURE,
+    REPORT_DATA,
+    SIGNED_REGION,
+)
 
-from attest.collateral import collateral_from_bundle_json, collateral_from_pcs_responses
+from attest.collateral import TcbStatus, collateral_from_bundle_json, collateral_from_pcs_responses
 from attest.providers import QuoteProvider
 from attest.quote import parse_quote
 from attest.rtmr import RtmrEvent, RtmrEventLog, extend_value, verify_replay
@@ -24,17 +33,6 @@ from attest.simulated import (
     SimulatedTd,
     simulated_collateral,
 )
-from attest.simulated.collateral import TCB_STATUSES
-
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-REPORT_DATA = hashlib.sha512(b"tls key binding").digest()
-
-# v4 offsets (TDX-QUOTES.md §2-4) of the regions a verifier must protect.
-SIGNED_REGION = range(632)
-QUOTE_SIGNATURE = range(636, 700)
-ATTESTATION_KEY = range(700, 764)
-QE_REPORT = range(770, 1154)
-QE_REPORT_SIGNATURE = range(1154, 1218)
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +177,11 @@ def test_collateral_signs_the_exact_json_text_it_stores(authority):
     assert (
         from_pcs.to_bundle_json()
         == collateral_from_bundle_json(pieces.to_bundle_json()).to_bundle_json()
+        == pieces.to_collateral().to_bundle_json()
     )
 
 
-@pytest.mark.parametrize("status", [s for s in TCB_STATUSES if s != "Revoked"])
+@pytest.mark.parametrize("status", [s.value for s in TcbStatus if s is not TcbStatus.REVOKED])
 def test_collateral_can_grade_the_platform_as_asked(authority, quote, status):
     bundle = simulated_collateral(
         authority, now=NOW, tcb_status=status, advisory_ids=["SIMULATED-SA-00001"]
