@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.errors import ActivationError, ParameterMismatchError
-from loader.images import ModelImage, Progress, VerifiedModel
+from loader.errors import ActivationError
+from loader.images import ModelImage, Progress, VerifiedModel, check_files
 from loader.record import TrustedRecord
 from loader.verity.params import SUPERBLOCK_SIZE
 from loader.verity.superblock import check_superblock, parse_superblock
@@ -134,29 +133,18 @@ class DmVerityActivator:
         )
 
     def _check_files(self, image: ModelImage, record: TrustedRecord) -> None:
-        if image.name != record.name:
-            raise ParameterMismatchError(
-                "image and record name different models",
-                check="name",
-                expected=record.name,
-                actual=image.name,
-            )
-        for check, path, expected in (
-            ("image_size", image.image_path, record.image_size),
-            ("hash_size", image.hash_path, record.hash_size),
-        ):
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != expected:
-                raise ParameterMismatchError(
-                    f"file size differs from the trusted record's {check}",
-                    check=check,
-                    expected=expected,
-                    actual=st.st_size,
-                )
-        if record.params.superblock:
-            with open(image.hash_path, "rb") as hash_file:
-                hash_file.seek(record.params.hash_offset)
-                check_superblock(parse_superblock(hash_file.read(SUPERBLOCK_SIZE)), record.params)
+        data_fd = os.open(image.image_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            hash_fd = os.open(image.hash_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                check_files(image, record, data_fd, hash_fd)
+                if record.params.superblock:
+                    raw = os.pread(hash_fd, SUPERBLOCK_SIZE, record.params.hash_offset)
+                    check_superblock(parse_superblock(raw), record.params)
+            finally:
+                os.close(hash_fd)
+        finally:
+            os.close(data_fd)
 
     def _deactivate(self, name: str, mount_point: Path) -> None:
         self._run([self.umount, str(mount_point)], "umount")

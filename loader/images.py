@@ -159,7 +159,11 @@ def load_record(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise RecordError("trusted record is not a regular file", actual=str(path))
-        raw = os.read(fd, MAX_RECORD_SIZE + 1)
+        raw = b""
+        while len(raw) <= MAX_RECORD_SIZE and (
+            piece := os.read(fd, MAX_RECORD_SIZE + 1 - len(raw))
+        ):
+            raw += piece
     finally:
         os.close(fd)
     record = parse_record(raw)
@@ -239,22 +243,13 @@ def _verify_image(
     workers: int | None,
 ) -> None:
     params = record.params
-    # 1. The image and the record name the same model.
-    if image.name != record.name:
-        raise ParameterMismatchError(
-            "image and record name different models",
-            check="name",
-            expected=record.name,
-            actual=image.name,
-        )
     data_fd = os.open(image.image_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         hash_fd = os.open(image.hash_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            # 2. Sizes are pinned: a truncated or extended file is refused before any hashing.
-            _check_size("image_size", data_fd, record.image_size)
-            _check_size("hash_size", hash_fd, record.hash_size)
-            # 3. Read the hash area once (our private copy of the tree) and authenticate it
+            # 1. Same model, pinned sizes: a truncated or extended file is refused unhashed.
+            check_files(image, record, data_fd, hash_fd)
+            # 2. Read the hash area once (our private copy of the tree) and authenticate it
             #    top-down; an on-disk superblock must agree with every pinned field.
             tree = authenticate_tree(read_hash_area(hash_fd, params), params, record.root_hash)
         finally:
@@ -263,7 +258,7 @@ def _verify_image(
         if copy is None:
             verify_data(tree, source, workers=workers, progress=progress)
             return
-        # 4. Copy every data block into private storage from the buffer it was verified in.
+        # 3. Copy every data block into private storage from the buffer it was verified in.
         out_fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(out_fd, params.data_size)
@@ -275,17 +270,29 @@ def _verify_image(
         os.close(data_fd)
 
 
-def _check_size(check: str, fd: int, expected: int) -> None:
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise ParameterMismatchError("not a regular file", check=check)
-    if st.st_size != expected:
+def check_files(image: ModelImage, record: TrustedRecord, data_fd: int, hash_fd: int) -> None:
+    """The cheap checks before any hashing: one model, regular files of the pinned sizes."""
+    if image.name != record.name:
         raise ParameterMismatchError(
-            f"file size differs from the trusted record's {check}",
-            check=check,
-            expected=expected,
-            actual=st.st_size,
+            "image and record name different models",
+            check="name",
+            expected=record.name,
+            actual=image.name,
         )
+    for check, fd, expected in (
+        ("image_size", data_fd, record.image_size),
+        ("hash_size", hash_fd, record.hash_size),
+    ):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ParameterMismatchError("not a regular file", check=check)
+        if st.st_size != expected:
+            raise ParameterMismatchError(
+                f"file size differs from the trusted record's {check}",
+                check=check,
+                expected=expected,
+                actual=st.st_size,
+            )
 
 
 def _require_standard_params(record: TrustedRecord) -> None:

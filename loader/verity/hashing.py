@@ -19,18 +19,19 @@ def hash_blocks(view: memoryview, block_size: int, params: VerityParams) -> list
     offsets = range(0, len(view), block_size)
     if not salt:
         return [new(view[o : o + block_size]).digest() for o in offsets]
-    digests = []
+    digests: list[bytes] = []
+    append = digests.append  # bound once: this loop runs once per block
     if params.hash_format == 1:
-        salted = new(salt)
+        salted_copy = new(salt).copy
         for o in offsets:
-            h = salted.copy()
+            h = salted_copy()
             h.update(view[o : o + block_size])
-            digests.append(h.digest())
+            append(h.digest())
     else:
         for o in offsets:
             h = new(view[o : o + block_size])
             h.update(salt)
-            digests.append(h.digest())
+            append(h.digest())
     return digests
 
 

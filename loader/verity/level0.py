@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from loader.errors import VerityIOError
+from loader.errors import ParameterMismatchError, VerityIOError
 from loader.verity.hashing import hash_blocks, pack_level
 from loader.verity.params import VerityParams
 
@@ -60,6 +61,24 @@ class Level0Chunk:
     first_block: int
     block_count: int
     packed: bytes  # whole level-0 hash blocks for data blocks [first, first + count)
+
+
+@contextmanager
+def open_data(path: str | os.PathLike[str], params: VerityParams) -> Iterator[tuple[int, FileRef]]:
+    """Open a data file, refusing one shorter than data_blocks × data_block_size."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size < params.data_size:
+            raise ParameterMismatchError(
+                "data file is shorter than data_blocks × data_block_size",
+                check="data_size",
+                expected=f">= {params.data_size}",
+                actual=size,
+            )
+        yield fd, FileRef.of(path, fd)
+    finally:
+        os.close(fd)
 
 
 def default_workers(data_size: int) -> int:

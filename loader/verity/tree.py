@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
-from loader.errors import ParameterMismatchError, VerityParamsError
+from loader.errors import VerityParamsError
 from loader.verity.hashing import hash_blocks, pack_level
-from loader.verity.level0 import FileRef, iter_level0
+from loader.verity.level0 import iter_level0, open_data
 from loader.verity.params import VerityParams
 from loader.verity.superblock import build_superblock
 
@@ -57,17 +58,7 @@ def compute_tree(
     progress: Progress | None = None,
 ) -> HashTree:
     """The tree over the first `data_blocks` blocks of `data_path`."""
-    fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        if size < params.data_size:
-            raise ParameterMismatchError(
-                "data file is shorter than data_blocks × data_block_size",
-                check="data_size",
-                expected=f">= {params.data_size}",
-                actual=size,
-            )
-        source = FileRef.of(data_path, fd)
+    with open_data(data_path, params) as (fd, source):
         if params.geometry.levels == 0:
             # One data block: no tree; the root is that block's digest.
             block = os.pread(fd, params.data_block_size, 0)
@@ -75,12 +66,12 @@ def compute_tree(
             report_progress(progress, 1.0)
             return HashTree(params, (), root)
         parts = []
-        for chunk in iter_level0(source, params, workers=workers):
-            parts.append(chunk.packed)
-            report_progress(progress, (chunk.first_block + chunk.block_count) / params.data_blocks)
+        with closing(iter_level0(source, params, workers=workers)) as chunks:
+            for chunk in chunks:
+                parts.append(chunk.packed)
+                done = chunk.first_block + chunk.block_count
+                report_progress(progress, done / params.data_blocks)
         return tree_from_level0(b"".join(parts), params)
-    finally:
-        os.close(fd)
 
 
 def format_hash(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from contextlib import closing
 from dataclasses import dataclass
 
 from loader.errors import (
@@ -26,7 +27,7 @@ from loader.verity.hashing import (
     hash_blocks,
     pack_level,
 )
-from loader.verity.level0 import FileRef, iter_level0
+from loader.verity.level0 import FileRef, iter_level0, open_data
 from loader.verity.params import SUPERBLOCK_SIZE, VerityParams
 from loader.verity.superblock import check_superblock, parse_superblock
 from loader.verity.tree import Progress, hash_area_size, report_progress
@@ -38,7 +39,7 @@ class AuthenticatedTree:
 
     params: VerityParams
     root_hash: bytes
-    levels: tuple[bytes, ...]
+    levels: tuple[memoryview, ...]  # views of the immutable bytes that were authenticated
 
 
 def read_hash_area(fd: int, params: VerityParams) -> bytes:
@@ -79,17 +80,17 @@ def authenticate_tree(area: bytes, params: VerityParams, root_hash: bytes) -> Au
             )
     if geometry.levels == 0:
         return AuthenticatedTree(params, root_hash, ())
+    view = memoryview(area)  # zero-copy slices of immutable bytes
     levels = tuple(
-        area[
-            geometry.level_offset(i) - base : geometry.level_offset(i)
-            - base
-            + blocks * params.hash_block_size
-        ]
-        for i, blocks in enumerate(geometry.level_blocks)
+        view[start : start + blocks * params.hash_block_size]
+        for start, blocks in (
+            (geometry.level_offset(i) - base, blocks)
+            for i, blocks in enumerate(geometry.level_blocks)
+        )
     )
     top = len(levels) - 1
     # 3. The top level is one block, and it hashes to the trusted root.
-    computed = hash_blocks(memoryview(levels[top]), params.hash_block_size, params)[0]
+    computed = hash_blocks(levels[top], params.hash_block_size, params)[0]
     if not hmac.compare_digest(computed, root_hash):
         raise RootHashMismatchError(
             "hash tree does not hash to the trusted root hash"
@@ -105,9 +106,8 @@ def authenticate_tree(area: bytes, params: VerityParams, root_hash: bytes) -> Au
         _check_padding(levels[level], level, entries, params)
         if level == 0:
             break
-        below = levels[level - 1]
         expected = pack_level(
-            hash_blocks(memoryview(below), params.hash_block_size, params), params
+            hash_blocks(levels[level - 1], params.hash_block_size, params), params
         )
         difference = first_difference(levels[level], expected)
         if difference is not None:
@@ -142,25 +142,27 @@ def verify_data(
         _verify_single_block(tree, source, sink)
         report_progress(progress, 1.0)
         return
-    level0 = memoryview(tree.levels[0])
+    level0 = tree.levels[0]
     per_block = params.geometry.hashes_per_block
-    for chunk in iter_level0(source, params, workers=workers, sink=sink):
-        start = chunk.first_block // per_block * params.hash_block_size
-        expected = level0[start : start + len(chunk.packed)]
-        difference = first_difference(chunk.packed, expected)
-        if difference is not None:
-            entry = entry_of_byte(difference, params)
-            block = chunk.first_block + entry
-            raise DataCorruptionError(
-                f"data block {block} (byte offset {block * params.data_block_size})"
-                " does not match the hash tree",
-                block=block,
-                offset=block * params.data_block_size,
-                check="data_block",
-                expected=digest_at(expected, entry, params),
-                actual=digest_at(chunk.packed, entry, params),
-            )
-        report_progress(progress, (chunk.first_block + chunk.block_count) / params.data_blocks)
+    # closing(): on a mismatch, stop the workers now rather than when garbage-collected.
+    with closing(iter_level0(source, params, workers=workers, sink=sink)) as chunks:
+        for chunk in chunks:
+            start = chunk.first_block // per_block * params.hash_block_size
+            expected = level0[start : start + len(chunk.packed)]
+            difference = first_difference(chunk.packed, expected)
+            if difference is not None:
+                entry = entry_of_byte(difference, params)
+                block = chunk.first_block + entry
+                raise DataCorruptionError(
+                    f"data block {block} (byte offset {block * params.data_block_size})"
+                    " does not match the hash tree",
+                    block=block,
+                    offset=block * params.data_block_size,
+                    check="data_block",
+                    expected=digest_at(expected, entry, params),
+                    actual=digest_at(chunk.packed, entry, params),
+                )
+            report_progress(progress, (chunk.first_block + chunk.block_count) / params.data_blocks)
 
 
 def verify(
@@ -174,25 +176,14 @@ def verify(
 ) -> None:
     """`veritysetup verify` with pinned parameters: returns, or raises a VerificationError."""
     _check_root_length(params, root_hash)
-    data_fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(data_fd).st_size
-        if size < params.data_size:
-            raise ParameterMismatchError(
-                "data file is shorter than data_blocks × data_block_size",
-                check="data_size",
-                expected=f">= {params.data_size}",
-                actual=size,
-            )
+    with open_data(data_path, params) as (_, source):
         hash_fd = os.open(hash_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             area = read_hash_area(hash_fd, params)
         finally:
             os.close(hash_fd)
         tree = authenticate_tree(area, params, root_hash)
-        verify_data(tree, FileRef.of(data_path, data_fd), workers=workers, progress=progress)
-    finally:
-        os.close(data_fd)
+        verify_data(tree, source, workers=workers, progress=progress)
 
 
 def _verify_single_block(tree: AuthenticatedTree, source: FileRef, sink: FileRef | None) -> None:
@@ -231,12 +222,12 @@ def _check_root_length(params: VerityParams, root_hash: bytes) -> None:
         )
 
 
-def _check_padding(level: bytes, index: int, entries: int, params: VerityParams) -> None:
+def _check_padding(level: memoryview, index: int, entries: int, params: VerityParams) -> None:
     geometry = params.geometry
     if geometry.hashes_per_block * geometry.digest_size == geometry.hash_block_size:
         # Digests fill whole blocks: padding only follows the last digest.
         used = _used_bytes(entries, params)
-        tail = level[used:]
+        tail = bytes(level[used:])  # less than one block
         difference = None if not any(tail) else used + _first_nonzero(tail)
     else:
         repacked = pack_level([digest_at(level, i, params) for i in range(entries)], params)

@@ -1,0 +1,138 @@
+"""Production activation (veritysetup open + read-only mount) through a fake command runner.
+
+Device-mapper does not exist on dev/CI kernels, so these tests check the exact commands: every
+pinned parameter, --no-superblock, the root hash as an argument, the mount options, and the
+teardown order, including after failures. The real commands run only in a TDX guest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from loader.activation import CommandResult, DmVerityActivator
+from loader.errors import ActivationError, ParameterMismatchError
+from loader.images import ModelImage
+from loader.record import TrustedRecord
+from loader.verity import VerityParams, format_hash
+
+
+class FakeRunner:
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, argv: Sequence[str]) -> CommandResult:
+        self.calls.append(list(argv))
+        if self.fail and " ".join(argv).startswith(self.fail):
+            return CommandResult(1, "", f"{self.fail}: simulated failure")
+        return CommandResult(0, "", "")
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> tuple[ModelImage, TrustedRecord]:
+    params = VerityParams(
+        data_blocks=300,
+        salt=bytes.fromhex("aa55" * 16),
+        uuid=UUID("8e1f0c7a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"),
+    )
+    image = ModelImage("tiny", tmp_path / "tiny.img", tmp_path / "tiny.verity")
+    image.image_path.write_bytes(os.urandom(params.data_size))
+    tree = format_hash(image.image_path, image.hash_path, params)
+    record = TrustedRecord(
+        "tiny", tree.root_hash, params, "squashfs", params.data_size, image.hash_path.stat().st_size
+    )
+    return image, record
+
+
+def test_opens_with_every_pinned_parameter_and_mounts_read_only(model, tmp_path: Path) -> None:
+    image, record = model
+    runner = FakeRunner()
+    progress: list[float] = []
+    verified = DmVerityActivator(run=runner).activate(
+        image, record, tmp_path / "work", progress=progress.append
+    )
+
+    name = f"appliance-model-tiny-{record.digest[:16]}"
+    assert runner.calls == [
+        [
+            "veritysetup", "open", str(image.image_path), name, str(image.hash_path), record.digest,
+            "--no-superblock",
+            "--hash", "sha256",
+            "--format", "1",
+            "--data-block-size", "4096",
+            "--hash-block-size", "4096",
+            "--data-blocks", "300",
+            "--hash-offset", "4096",  # past the superblock, which is not trusted
+            "--salt", "aa55" * 16,
+        ],
+        ["mount", "-t", "squashfs", "-o", "ro,nodev,nosuid,noexec", f"/dev/mapper/{name}", str(verified.path)],
+    ]  # fmt: skip
+    assert "--root-hash-file" not in runner.calls[0]
+    assert verified.path.is_dir() and verified.path.parent == tmp_path / "work"
+    assert verified.digest == record.digest
+    assert progress == [1.0]
+
+    verified.close()
+    verified.close()
+    assert runner.calls[2:] == [["umount", str(verified.path)], ["veritysetup", "close", name]]
+    assert not verified.path.exists()
+
+
+def test_failed_mount_closes_the_device(model, tmp_path: Path) -> None:
+    image, record = model
+    runner = FakeRunner(fail="mount")
+    with pytest.raises(ActivationError, match="simulated failure") as caught:
+        DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    assert caught.value.check == "mount"
+    assert [call[:2] for call in runner.calls] == [
+        ["veritysetup", "open"],
+        ["mount", "-t"],
+        ["veritysetup", "close"],
+    ]
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_failed_open_runs_nothing_else(model, tmp_path: Path) -> None:
+    image, record = model
+    runner = FakeRunner(fail="veritysetup open")
+    with pytest.raises(ActivationError) as caught:
+        DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    assert caught.value.check == "veritysetup open"
+    assert [call[:2] for call in runner.calls] == [["veritysetup", "open"]]
+
+
+def test_files_that_disagree_with_the_record_are_refused_before_any_command(
+    model, tmp_path: Path
+) -> None:
+    image, record = model
+    runner = FakeRunner()
+    with open(image.image_path, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ParameterMismatchError) as caught:
+        DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    assert caught.value.check == "image_size"
+    assert runner.calls == []
+
+
+def test_tampered_superblock_is_refused_before_any_command(model, tmp_path: Path) -> None:
+    image, record = model
+    raw = bytearray(image.hash_path.read_bytes())
+    raw[72] ^= 1  # data_blocks
+    image.hash_path.write_bytes(bytes(raw))
+    runner = FakeRunner()
+    with pytest.raises(ParameterMismatchError) as caught:
+        DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    assert caught.value.check == "data_blocks"
+    assert runner.calls == []
+
+
+def test_image_and_record_of_different_models(model, tmp_path: Path) -> None:
+    image, record = model
+    other = ModelImage("other", image.image_path, image.hash_path)
+    with pytest.raises(ParameterMismatchError):
+        DmVerityActivator(run=FakeRunner()).activate(other, record, tmp_path / "work")
