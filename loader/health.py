@@ -26,10 +26,10 @@ def probe_health(port: int, path: str, timeout: float) -> bool:
         connection.close()
 
 
-def exited_error(process: EngineProcess, returncode: int, when: str) -> EngineExitedError:
+def engine_exited(returncode: int, log_tail: tuple[str, ...], when: str = "") -> EngineExitedError:
     return EngineExitedError(
-        f"engine exited {when} with status {returncode}",
-        check="engine running", returncode=returncode, log_tail=process.log_tail(),
+        f"engine exited{when} with status {returncode}",
+        check="engine running", returncode=returncode, log_tail=log_tail,
     )
 
 
@@ -54,7 +54,7 @@ def wait_until_healthy(
         waited = clock() - started
         returncode = process.returncode()
         if returncode is not None:
-            raise exited_error(process, returncode, "before it was healthy")
+            raise engine_exited(returncode, process.log_tail(), " before it was healthy")
         if waited >= settings.startup_timeout:
             raise EngineHealthTimeoutError(
                 f"engine not healthy after {waited:.1f} s",

@@ -10,8 +10,9 @@ once; loads, unloads and restarts run on background threads. The load, failing c
     4. stop the engine of the model being replaced, if any
     5. verify the image (progress feeds the status)
     6. only then spawn the engine, and wait for its health
-    7. hooks.on_ready (RTMR3, certificate), then report ready with the name and digest
-    8. record the load in the state directory, and watch the engine
+    7. hooks.on_ready (RTMR3, certificate)
+    8. record the load in the state directory, report ready with the name and digest, and
+       watch the engine
 
 A failure at any step stops the engine's process group, releases the verified copy and puts the
 error in the status. An engine that fails after ready is restarted on the same verified model
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from loader.engine import EngineKind
 from loader.errors import (
@@ -32,8 +34,8 @@ from loader.errors import (
     LifecycleClosedError,
     LoaderError,
     ModelNotLoadedError,
-    StateStoreError,
 )
+from loader.images import materialize_verified
 from loader.launch import EngineLauncher
 from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 from loader.state_store import LastLoad, LastLoadStore
@@ -48,7 +50,7 @@ from loader.steps import (
     VerifiedModel,
 )
 from loader.supervision import EngineMonitor
-from loader.verified_models import VerifiedModels
+from loader.verified_models import Materialize, VerifiedModels
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class Lifecycle:
         self._changed = threading.Condition()
         self._changes = 0
         self._machine = StatusMachine(clock, self._on_state_change)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._current: _Deployment | None = None
         self._workers: set[threading.Thread] = set()
         self._cancel = threading.Event()
@@ -130,10 +132,12 @@ class Lifecycle:
         *,
         hooks: LifecycleHooks | None = None,
         clock: Callable[[], float] = time.monotonic,
+        materialize: Materialize = materialize_verified,
     ) -> Lifecycle:
-        """The production wiring: verified model images, the given engine kind, a state dir."""
+        """The usual wiring: model images verified by `materialize` (userspace by default;
+        `DmVerityActivator().activate` in the VM), the given engine kind, a state directory."""
         return cls(
-            VerifiedModels(settings),
+            VerifiedModels(settings, materialize),
             EngineLauncher(engine, settings),
             store=LastLoadStore(settings.state_dir),
             restart=settings.restart,
@@ -166,8 +170,8 @@ class Lifecycle:
                     and current.digest == checked.digest
                     and self._machine.snapshot().state is ModelState.READY):
                 return self.status()  # already served: a retried request changes nothing
-            ticket = self._machine.begin(Operation.LOAD, model, f"load of {model} requested")
-        self._start_worker_for(ticket, self._run_load, ticket, checked)
+            self._begin(Operation.LOAD, model, f"load of {model} requested", self._run_load,
+                        checked)
         return self.status()
 
     def unload(self, model: str | None = None) -> StatusSnapshot:
@@ -186,8 +190,8 @@ class Lifecycle:
                 )
             if current is None and self._machine.snapshot().state is ModelState.IDLE:
                 return self.status()
-            ticket = self._machine.begin(Operation.UNLOAD, current and current.model, "unloading")
-        self._start_worker_for(ticket, self._run_unload, ticket)
+            self._begin(Operation.UNLOAD, current and current.model, "unloading",
+                        self._run_unload)
         return self.status()
 
     def restore(self) -> StatusSnapshot:
@@ -199,21 +203,22 @@ class Lifecycle:
         self._require_open()
         if self._store is None:
             return self.status()
+        self._machine.require_can_begin(Operation.RESTORE, None)
+        model = None
         try:
             last = self._store.load()
-        except StateStoreError as error:
-            self._fail(self._machine.begin(Operation.RESTORE, None, "restoring"), error)
-            return self.status()
-        if last is None:
-            return self.status()
-        self._machine.require_can_begin(Operation.RESTORE, last.model)
-        try:
+            if last is None:
+                return self.status()
+            model = last.model
             checked = self._models.check(LoadRequest(last.model, last.digest))
-        except LoaderError as error:
-            self._fail(self._machine.begin(Operation.RESTORE, last.model, "restoring"), error)
+        except LoaderError as error:  # reported in the status: nothing else asked for it
+            with self._lock:
+                self._require_open()
+                self._fail(self._machine.begin(Operation.RESTORE, model, "restoring"), error)
             return self.status()
-        ticket = self._machine.begin(Operation.RESTORE, last.model, f"restoring {last.model}")
-        self._start_worker_for(ticket, self._run_load, ticket, checked)
+        with self._lock:
+            self._begin(Operation.RESTORE, last.model, f"restoring {last.model}", self._run_load,
+                        checked)
         return self.status()
 
     def wait_for(
@@ -231,7 +236,7 @@ class Lifecycle:
             if remaining <= 0:
                 raise TimeoutError(f"lifecycle still {snapshot.state}: {snapshot.message}")
             with self._changed:
-                self._changed.wait_for(lambda: self._changes != seen, remaining)
+                self._changed.wait_for(lambda seen=seen: self._changes != seen, remaining)
 
     def close(self) -> None:
         """Cancel what runs, stop the engine, release the verified model. Idempotent.
@@ -255,7 +260,7 @@ class Lifecycle:
         self._retire_current(None)
         self._machine.idle(ticket, "lifecycle closed")
 
-    def __enter__(self) -> Lifecycle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -275,21 +280,17 @@ class Lifecycle:
             except BaseException:
                 verified.close()
                 raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
             self._fail(ticket, error)
-            return
-        if self._store is not None:
-            try:
-                self._store.save(LastLoad(deployment.model, deployment.digest))
-            except (OSError, ValueError) as error:  # serving goes on; a restart will not restore
-                logger.error("cannot record the last load in %s: %s", self._store.path, error)
 
     def _serve(self, deployment: _Deployment, ticket: Ticket, context: OperationContext) -> None:
-        """Steps 6-7 (and a restart): start the engine, announce it, go ready, watch it."""
+        """Steps 6-8 (and a restart): start the engine, announce it, go ready, watch it."""
         engine = self._engines.start(deployment.verified.path, deployment.model, context)
         try:
             context.raise_if_cancelled()
             self._call_hook(self._hooks.on_ready, deployment, ticket, str(ticket.operation))
+            # 8 (first half). Recorded while still loading, so no unload can come in between.
+            self._record_last_load(deployment)
             with self._lock:
                 ready = self._machine.ready(
                     ticket, deployment.model, deployment.digest, f"serving {deployment.model}"
@@ -312,13 +313,21 @@ class Lifecycle:
             raise LifecycleClosedError(f"{ticket.operation} of {deployment.model} superseded")
         logger.info("model %s ready (digest %s)", deployment.model, deployment.digest)
 
+    def _record_last_load(self, deployment: _Deployment) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.save(LastLoad(deployment.model, deployment.digest))
+        except (OSError, ValueError) as error:  # serving goes on; a restart will not restore
+            logger.error("cannot record the last load in %s: %s", self._store.path, error)
+
     def _run_unload(self, ticket: Ticket) -> None:
         try:
             self._machine.report(ticket, 0.1, "stopping engine")
             self._retire_current("unload")
             if self._store is not None:
                 self._store.clear()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
             self._fail(ticket, error)
             return
         self._machine.idle(ticket, "no model loaded")
@@ -364,7 +373,7 @@ class Lifecycle:
                 self._serve(deployment, ticket, OperationContext(
                     self._machine, ticket, self._cancel, self._clock))
                 return
-            except Exception as restart_error:
+            except Exception as restart_error:  # noqa: BLE001 - counted as a failed attempt
                 if not self._fail(ticket, restart_error):
                     return
                 failed, attempt, error = ticket, attempt + 1, restart_error
@@ -432,8 +441,8 @@ class Lifecycle:
         if self._closed:
             raise LifecycleClosedError("the lifecycle is closed")
 
-    def _start_worker(self, target: Callable[..., None], *args: object) -> bool:
-        """Run `target(*args)` on a worker thread that close() waits for; False once closing."""
+    def _start_worker(self, target: Callable[..., None], *args: object) -> None:
+        """Run `target(*args)` on a worker thread that close() waits for; not once closing."""
         def run() -> None:
             try:
                 target(*args)
@@ -443,15 +452,20 @@ class Lifecycle:
 
         with self._lock:
             if self._cancel.is_set():
-                return False
+                return
             worker = threading.Thread(target=run, name=f"lifecycle-{target.__name__}", daemon=True)
             self._workers.add(worker)
             worker.start()
-            return True
 
-    def _start_worker_for(self, ticket: Ticket, target: Callable[..., None], *args: object) -> None:
-        if not self._start_worker(target, *args):  # close() won the race with this request
-            self._machine.fail(ticket, LifecycleClosedError("the lifecycle is closed"))
+    def _begin(
+        self, operation: Operation, model: str | None, message: str,
+        run: Callable[..., None], *args: object,
+    ) -> None:
+        """Begin `operation` and start `run(ticket, *args)` on a worker; the caller holds the
+        lock, so close() either sees the worker or refuses the request."""
+        self._require_open()
+        ticket = self._machine.begin(operation, model, message)
+        self._start_worker(run, ticket, *args)
 
     def _on_state_change(self, snapshot: StatusSnapshot) -> None:
         with self._changed:

@@ -134,8 +134,9 @@ LogSource = Callable[[], tuple[str, ...]]
 class StatusMachine:
     """Transitions of the lifecycle, guarded by generation. Every method returns at once.
 
-    `on_change(snapshot)` is called after every change of state, in order, with the machine's
-    lock held: it must not block (a status pusher enqueues) and must not start an operation.
+    `on_change(snapshot)` is called after every change of state (and every `note`), in order,
+    with the machine's lock held: it must not block (a status pusher enqueues) and must not start
+    an operation. Progress reports do not call it.
     """
 
     def __init__(
@@ -249,7 +250,7 @@ class StatusMachine:
         with self._lock:
             if not self._owns(ticket):
                 return False
-            self._record = replace(self._record, message=message)
+            self._set(replace(self._record, message=message))
             return True
 
     def attach_log(self, ticket: Ticket, source: LogSource) -> bool:

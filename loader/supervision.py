@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from loader.errors import EngineError, EngineExitedError, EngineUnhealthyError
+from loader.errors import EngineError, EngineUnhealthyError
+from loader.health import engine_exited
 from loader.settings import HealthSettings
 from loader.steps import RunningEngine
 
@@ -54,10 +55,7 @@ class EngineMonitor:
         while not self._stopped.wait(settings.check_interval):
             returncode = engine.returncode()
             if returncode is not None:
-                return EngineExitedError(
-                    f"engine exited with status {returncode}", check="engine running",
-                    returncode=returncode, log_tail=engine.log_tail(),
-                )
+                return engine_exited(returncode, engine.log_tail())
             if engine.healthy():
                 failed_probes = 0
                 continue

@@ -1,17 +1,20 @@
 """The ModelSource of model images: name, trusted record, expected digest, then verification.
 
-Development and CI verify in userspace into a private copy (`materialize_verified`); the VM uses
-kernel dm-verity through the same `VerifiedModel` shape.
+Development and CI verify in userspace into a private copy (`materialize_verified`, the
+default); the VM passes `DmVerityActivator().activate` (kernel dm-verity, read-only mount).
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from loader.errors import ExpectedDigestMismatchError
 from loader.images import (
     ModelImage,
+    Progress,
     VerifiedModel,
     load_record,
     materialize_verified,
@@ -38,11 +41,23 @@ class CheckedModel:
         return self.record.digest
 
 
+class Materialize(Protocol):
+    """`materialize_verified` or `DmVerityActivator.activate`."""
+
+    def __call__(
+        self, image: ModelImage, record: TrustedRecord, work_dir: Path, *,
+        progress: Progress | None = None,
+    ) -> VerifiedModel: ...
+
+
 class VerifiedModels:
     """Steps 1-3 (`check`) and 5 (`verify`) of the load, over `models_dir` and `roothash_dir`."""
 
-    def __init__(self, settings: LoaderSettings) -> None:
+    def __init__(
+        self, settings: LoaderSettings, materialize: Materialize = materialize_verified
+    ) -> None:
         self._settings = settings
+        self._materialize = materialize
 
     def check(self, request: LoadRequest) -> CheckedModel:
         # 1. The name resolves inside the models directory: no traversal, no symlink escape.
@@ -62,7 +77,7 @@ class VerifiedModels:
     def verify(self, checked: CheckedModel, context: OperationContext) -> VerifiedModel:
         # 5. Verify every block into a private copy; progress feeds the status.
         context.report(0.0, "verifying 0%")
-        return materialize_verified(
+        return self._materialize(
             checked.image, checked.record, self._settings.work_dir,
             progress=lambda done: context.report(done, f"verifying {done:.0%}"),
         )

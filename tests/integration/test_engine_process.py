@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.engines import fake_engine
 
+from loader.engine import VllmEngine
 from loader.errors import (
     EngineExitedError,
     EngineHealthTimeoutError,
@@ -24,11 +26,9 @@ from loader.errors import (
 from loader.health import probe_health
 from loader.launch import EngineLauncher
 from loader.process import EngineProcess, live_group_members
-from loader.engine import VllmEngine
 from loader.settings import HealthSettings, LoaderSettings
 from loader.status import Operation, StatusMachine
 from loader.steps import OperationContext
-from support.engines import fake_engine, fake_vllm_bin  # noqa: F401 (fixture)
 
 
 def settings_for(tmp_path: Path, **health: float) -> LoaderSettings:

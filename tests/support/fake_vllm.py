@@ -81,12 +81,14 @@ USAGE_EXIT_STATUS = 2
 DEFAULT_TOKENS = 8
 MAX_BODY_BYTES = 8 * 1024 * 1024
 VOCABULARY = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu red orange "
-    "yellow green blue indigo violet amber coral ivory jade olive pearl ruby silver topaz "
-    "north south east west river stone cloud field light storm ember frost meadow harbor "
-    "lantern orbit prism quartz signal tundra vector willow"
-).split()
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "red", "orange", "yellow", "green",
+    "blue", "indigo", "violet", "amber", "coral", "ivory", "jade", "olive", "pearl", "ruby",
+    "silver", "topaz", "north", "south", "east", "west", "river", "stone", "cloud", "field",
+    "light", "storm", "ember", "frost", "meadow", "harbor", "lantern", "orbit", "prism", "quartz",
+    "signal", "tundra", "vector", "willow",
+)
 
 
 class BadRequest(Exception):
@@ -341,11 +343,13 @@ class EngineState:
         self._lock = threading.Lock()
         self._inference_requests = 0
 
-    def healthy(self) -> bool:
+    def health_status(self) -> HTTPStatus:
         if self.faults.never_healthy:
-            return False
+            return HTTPStatus.SERVICE_UNAVAILABLE
         after = self.faults.unhealthy_after
-        return after is None or time.monotonic() - self.listening_since < after
+        if after is not None and time.monotonic() - self.listening_since >= after:
+            return HTTPStatus.INTERNAL_SERVER_ERROR
+        return HTTPStatus.OK
 
     def count_inference_request(self) -> int:
         with self._lock:
@@ -426,8 +430,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_events(self, events: Iterator[dict[str, Any]]) -> None:
         faults = self.engine.faults
-        sent = 0
-        for payload in [*events, None]:
+        for sent, payload in enumerate([*events, None]):
             if faults.abort_stream_after is not None and sent >= faults.abort_stream_after:
                 self.wfile.flush()
                 self.close_connection = True
@@ -438,15 +441,16 @@ class Handler(BaseHTTPRequestHandler):
             data = "[DONE]" if payload is None else json.dumps(payload)
             frame = f"data: {data}\n\n".encode()
             try:
-                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+                self.wfile.write(f"{len(frame):x}
+".encode() + frame + b"
+")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
-                # Reported on stderr (the engine log tail) so that tests can see a proxy close
+                # Reported on stdout (the engine log tail) so that tests can see a proxy close
                 # the upstream request when its client goes away, as vLLM aborts generation.
                 log(f"client disconnected mid-stream after {sent} events")
                 self.close_connection = True
                 return
-            sent += 1
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -455,8 +459,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         args = self.engine.args
         if self.path == "/health":
-            healthy = self.engine.healthy()
-            self.send_empty(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_empty(self.engine.health_status())
         elif self.path == "/version":
             self.send_json(HTTPStatus.OK, {"version": "0.0.0+fake"})
         elif self.path == "/v1/models":
