@@ -18,8 +18,8 @@ from typing import Protocol
 import httpx
 from cryptography import x509
 
-from attest.collateral import PCK_CA_BY_ISSUER_CN, Collateral, collateral_from_bundle_json
-from attest.errors import AttestError, FormatError
+from attest.collateral import Collateral, collateral_from_bundle_json, pck_ca_of
+from attest.errors import AttestError
 from attest.pck import pck_extension_of
 from attest.quote import Quote
 from ratls.errors import EvidenceUnavailableError
@@ -44,20 +44,13 @@ class PcsFetcher(Protocol):
     def collateral(self, fmspc: str | bytes, ca: str, *, now: datetime) -> Collateral: ...
 
 
-def pck_platform(quote: Quote) -> tuple[str, str]:
-    """(FMSPC hex, PCK CA "platform"/"processor") from the quote's PCK leaf certificate."""
-    leaf = x509.load_der_x509_certificate(quote.pck_cert_chain[0])
-    fmspc = pck_extension_of(leaf).fmspc.hex()
-    issuer_cn = leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    ca = PCK_CA_BY_ISSUER_CN.get(str(issuer_cn[0].value) if issuer_cn else "")
-    if ca is None:
-        raise FormatError(
-            "PCK leaf issuer is neither the Platform nor the Processor CA",
-            check="pck.issuer",
-            expected=sorted(PCK_CA_BY_ISSUER_CN),
-            actual=[a.value for a in issuer_cn],
-        )
-    return fmspc, ca
+def pck_leaf(quote: Quote) -> x509.Certificate:
+    return x509.load_der_x509_certificate(quote.pck_cert_chain[0])
+
+
+def pck_fmspc(quote: Quote) -> str:
+    """The FMSPC (hex) of the quote's platform, from its PCK leaf certificate."""
+    return pck_extension_of(pck_leaf(quote)).fmspc.hex()
 
 
 class StaticCollateral:
@@ -77,8 +70,7 @@ class PcsCollateral:
         self._fetcher = fetcher
 
     def collateral_for(self, quote: Quote, *, now: datetime) -> Collateral:
-        fmspc, ca = pck_platform(quote)
-        return self._fetcher.collateral(fmspc, ca, now=now)
+        return self._fetcher.collateral(pck_fmspc(quote), pck_ca_of(pck_leaf(quote)), now=now)
 
 
 def _untrusted_transport_context() -> ssl.SSLContext:
@@ -104,7 +96,7 @@ class ServedCollateral:
         self._cached: Collateral | None = None
 
     def collateral_for(self, quote: Quote, *, now: datetime) -> Collateral:
-        fmspc, _ = pck_platform(quote)
+        fmspc = pck_fmspc(quote)
         with self._lock:
             cached = self._cached
             if cached is not None and _fits(cached, fmspc, now):

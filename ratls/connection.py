@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -31,7 +31,9 @@ from ratls.errors import AttestationRefused, EvidenceUnavailableError
 from ratls.evidence import MAX_EVIDENCE_SIZE, NonceEvidence, parse_nonce_evidence
 from ratls.result import AttestationResult
 from ratls.tls import client_ssl_context
-from ratls.verifier import RatlsVerifier
+
+if TYPE_CHECKING:
+    from ratls.verifier import RatlsVerifier
 
 log = logging.getLogger(__name__)
 
@@ -79,32 +81,33 @@ class ConnectionGate:
         hostname = None if self.insecure_skip_hostname_check else host
         key = (hashlib.sha256(certificate_der).digest(), host)
         now = self._clock()
-        if not self.require_nonce:
-            cached = self._cached(key, now)
-            if cached is not None:
-                return cached
-            result = self._verifier.attest(certificate_der, hostname=hostname, now=now)
-        else:
-            nonce = os.urandom(NONCE_SIZE)
-            try:
-                evidence = request_nonce_evidence(
-                    channel, authority=_authority(host, port), nonce=nonce
-                )
-            except EvidenceUnavailableError as exc:
-                result = self._verifier.refusal(exc, now=now)
+        try:
+            if not self.require_nonce:
+                cached = self._cached(key, now)
+                if cached is not None:
+                    return cached
+                result = self._verifier.verify(certificate_der, hostname=hostname, now=now)
             else:
-                result = self._verifier.attest(
+                nonce = os.urandom(NONCE_SIZE)
+                try:
+                    evidence = request_nonce_evidence(
+                        channel, authority=_authority(host, port), nonce=nonce
+                    )
+                except EvidenceUnavailableError as exc:
+                    raise self._verifier.refusal(exc, now=now) from exc
+                result = self._verifier.verify(
                     certificate_der, hostname=hostname, evidence=evidence, nonce=nonce, now=now
                 )
+        except AttestationRefused as refusal:
+            self.last_result = refusal.result
+            log.warning("refused %s:%d: %s", host, port, refusal)
+            raise
         with self._lock:
             self.last_result = result
-            if result.verified and not self.require_nonce:
+            if not self.require_nonce:
                 self._cache[key] = result
                 while len(self._cache) > self._max_cached:
                     self._cache.popitem(last=False)
-        if not result.verified:
-            log.warning("refused %s: %s", host, result.errors[0].message if result.errors else "")
-            raise AttestationRefused(result)
         return result
 
     def _cached(self, key: tuple[bytes, str], now) -> AttestationResult | None:
@@ -233,7 +236,7 @@ def probe(
             if isinstance(exc, EvidenceUnavailableError)
             else EvidenceUnavailableError(f"cannot reach {host}:{port}: {exc}", check="transport")
         )
-        return verifier.refusal(error, now=clock())
+        return verifier.refusal(error, now=clock()).result
 
 
 def _is_ip(host: str) -> bool:

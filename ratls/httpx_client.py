@@ -4,8 +4,9 @@
 backend verifies the peer inside the TLS upgrade: `start_tls` completes the handshake, passes
 the certificate (and, in nonce mode, the raw stream) to the `ConnectionGate`, and only then
 returns the stream to httpcore, which is what sends the request. A refused server gets nothing
-but the TLS handshake; the connection is closed and `AttestationRefused` propagates (the openai
-SDK wraps it in `APIConnectionError`; the original is its `__cause__`).
+but the TLS handshake; the connection is closed and `AttestationRefused` propagates (current
+openai SDKs raise it unchanged and do not retry it; older ones wrap it in `APIConnectionError`,
+with it as `__cause__`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
@@ -22,7 +23,9 @@ from ratls.clock import Clock, system_clock
 from ratls.connection import ConnectionGate
 from ratls.errors import RatlsError
 from ratls.tls import client_ssl_context
-from ratls.verifier import RatlsVerifier
+
+if TYPE_CHECKING:
+    from ratls.verifier import RatlsVerifier
 
 # httpcore's exceptions, as the httpx exceptions callers (and the openai SDK) expect.
 _EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -94,7 +97,8 @@ class _AttestingStream(httpcore.NetworkStream):
         tls = self._inner.start_tls(ssl_context, server_hostname, timeout)
         try:
             ssl_object = tls.get_extra_info("ssl_object")
-            certificate = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            # httpcore exposes the C-level SSL object: its getpeercert takes no keywords.
+            certificate = ssl_object.getpeercert(True) if ssl_object else None
             if not certificate:
                 raise RatlsError("server presented no certificate", check="peer_certificate")
             self._gate.admit(

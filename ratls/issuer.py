@@ -17,7 +17,9 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attest.errors import AttestError
 from attest.providers import QuoteProvider
+from attest.quote import parse_quote
 from ratls.clock import Clock
 from ratls.errors import IssuanceError
 from ratls.profile import (
@@ -156,6 +158,15 @@ class IdentityIssuer:
             raise IssuanceError(f"quote provider failed: {exc}", check="get_quote") from exc
         if not isinstance(quote, bytes) or not quote:
             raise IssuanceError("quote provider returned no quote", check="get_quote")
+        # A provider bug must not become a certificate whose binding no client can verify.
+        try:
+            quoted = parse_quote(quote).body.report_data
+        except AttestError as exc:
+            raise IssuanceError(f"quote provider returned a malformed quote: {exc}",
+                                check="quote_format") from exc
+        if quoted != report_data:
+            raise IssuanceError("quote does not carry the REPORTDATA asked for",
+                                check="report_data", expected=report_data, actual=quoted)
         certificate = build_certificate(
             self._key,
             names=self._names,

@@ -10,7 +10,7 @@ Proxies are refused: a proxy-managed pool would not use the attesting connection
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,7 +21,9 @@ from ratls.clock import Clock, system_clock
 from ratls.connection import ConnectionGate, SocketChannel
 from ratls.errors import RatlsError
 from ratls.tls import client_ssl_context
-from ratls.verifier import RatlsVerifier
+
+if TYPE_CHECKING:
+    from ratls.verifier import RatlsVerifier
 
 
 class _AttestedHTTPSConnection(HTTPSConnection):

@@ -7,7 +7,7 @@ errors (stage, type, message) and whatever was established before the failure.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,14 +18,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+Outcome = Literal["passed", "failed", "not_pinned", "unsafe_allowed"]
+
+
 class Check(_Model):
-    """One check: `passed` is False for the failing one; `expected`/`actual` as shown to people."""
+    """One check and its outcome; `expected`/`actual` as shown to people.
+
+    `not_pinned`: the policy does not constrain this value (it is reported, not checked);
+    `unsafe_allowed`: it failed but an `unsafe_` policy switch let it pass.
+    """
 
     name: str
-    passed: bool
+    stage: str
+    outcome: Outcome
     expected: str | None = None
     actual: str | None = None
-    stage: str
 
 
 class ErrorInfo(_Model):
@@ -128,14 +135,15 @@ class AttestationResult(_Model):
                 f"{'held' if self.binding.held else 'DID NOT HOLD'}"
             )
         lines.append(f"  model digest {self.model_digest or 'none (no model loaded)'}")
-        failed = [c for c in self.checks if not c.passed]
-        lines.append(
-            f"  checks       {len(self.checks) - len(failed)} passed, {len(failed)} failed"
-        )
-        for check in failed:
-            lines.append(
-                f"    FAILED {check.name}: expected {check.expected}, actual {check.actual}"
-            )
+        counts = {o: sum(c.outcome == o for c in self.checks) for o in get_args(Outcome)}
+        tally = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in counts.items() if n)
+        lines.append(f"  checks       {tally}")
+        for check in self.checks:
+            if check.outcome in ("failed", "unsafe_allowed"):
+                lines.append(
+                    f"    {check.outcome.upper()} {check.name}: "
+                    f"expected {check.expected}, actual {check.actual}"
+                )
         for error in self.errors:
             lines.append(f"  error        [{error.stage}] {error.type}: {error.message}")
         return "\n".join(lines)

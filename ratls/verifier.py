@@ -1,4 +1,4 @@
-"""Client-side RA-TLS verification: certificate -> quote -> DCAP -> policy -> binding -> model.
+"""Client-side RA-TLS verification: certificate, quote, DCAP, key binding, policy, model digest.
 
 `RatlsVerifier.attest(...)` always returns an AttestationResult (developer portal, CLI);
 `RatlsVerifier.verify(...)` raises `AttestationRefused` unless verified (clients). Clock, trust
@@ -13,11 +13,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from attest.verify import DcapVerifier
-
-from attest.errors import AttestError
+from attest.errors import AttestError, PolicyError
 from attest.quote import Quote, parse_quote
 from attest.rtmr import verify_replay
+from attest.verify import DcapVerifier
 from ratls.clock import Clock
 from ratls.collateral import CollateralSource, earliest_next_update
 from ratls.errors import AttestationRefused, BindingError, ModelDigestError, RatlsError, show
@@ -37,6 +36,7 @@ from ratls.result import (
     Check,
     ErrorInfo,
     Measurements,
+    Outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,30 @@ class _Run:
         self.now = now
         self.checks: list[Check] = []
         self.fields: dict[str, Any] = {}
+        self.error: Exception | None = None
+        self.result: AttestationResult
 
-    def passed(self, name: str, stage: str, expected: Any = None, actual: Any = None) -> None:
+    def record(self, name: str, stage: str, outcome: Outcome, expected: Any, actual: Any) -> None:
         self.checks.append(
             Check(
-                name=name, passed=True, stage=stage, expected=_text(expected), actual=_text(actual)
+                name=name,
+                stage=stage,
+                outcome=outcome,
+                expected=_text(expected),
+                actual=_text(actual),
             )
         )
+
+    def passed(self, name: str, stage: str, expected: Any, actual: Any) -> None:
+        self.record(name, stage, "passed", expected, actual)
 
     def failed(self, exc: Exception) -> AttestationResult:
+        """The refused result; the failed check is the error's (policy checks are all listed)."""
+        self.error = exc
         error = ErrorInfo.from_exception(exc)
-        self.checks.append(
-            Check(
-                name=error.check or error.type,
-                passed=False,
-                stage=error.stage,
-                expected=error.expected,
-                actual=error.actual,
-            )
-        )
+        name = error.check or error.type
+        if not any(c.name == name and c.outcome == "failed" for c in self.checks):
+            self.record(name, error.stage, "failed", error.expected, error.actual)
         return AttestationResult(
             verified=False, evaluated_at=self.now, checks=self.checks, errors=[error], **self.fields
         )
@@ -98,17 +103,18 @@ class RatlsVerifier:
         nonce: bytes | None = None,
         now: datetime | None = None,
     ) -> AttestationResult:
-        """Like `attest`, but raises AttestationRefused (with the result) unless verified."""
-        result = self.attest(
-            certificate_der, hostname=hostname, evidence=evidence, nonce=nonce, now=now
-        )
-        if not result.verified:
-            raise AttestationRefused(result)
-        return result
+        """Like `attest`, but raises AttestationRefused unless verified.
 
-    def refusal(self, exc: Exception, *, now: datetime | None = None) -> AttestationResult:
-        """A refused result for an error met before verification could start (e.g. transport)."""
-        return _Run(now or self._clock()).failed(exc)
+        The exception carries the result and, as `cause`, the typed error of the failed check.
+        """
+        run = self._run(certificate_der, hostname, evidence, nonce, now)
+        if not run.result.verified:
+            raise AttestationRefused(run.result, run.error)
+        return run.result
+
+    def refusal(self, exc: Exception, *, now: datetime | None = None) -> AttestationRefused:
+        """The refusal for an error met before verification could start (e.g. transport)."""
+        return AttestationRefused(_Run(now or self._clock()).failed(exc), exc)
 
     def attest(
         self,
@@ -125,14 +131,25 @@ class RatlsVerifier:
         Nonce mode when `evidence` and `nonce` are given: the evidence's quote is the one
         verified, bound to the certificate's key and our nonce; certificate mode otherwise.
         """
+        return self._run(certificate_der, hostname, evidence, nonce, now).result
+
+    def _run(
+        self,
+        certificate_der: bytes,
+        hostname: str | None,
+        evidence: NonceEvidence | None,
+        nonce: bytes | None,
+        now: datetime | None,
+    ) -> _Run:
         if (evidence is None) != (nonce is None):
             raise ValueError("nonce mode needs both the evidence and the nonce")
         run = _Run(now or self._clock())
         try:
-            return self._attest(run, certificate_der, hostname, evidence, nonce)
+            run.result = self._attest(run, certificate_der, hostname, evidence, nonce)
         except (RatlsError, AttestError) as exc:
             log.info("attestation refused: %s", exc)
-            return run.failed(exc)
+            run.result = run.failed(exc)
+        return run
 
     def _attest(
         self,
@@ -203,11 +220,11 @@ class RatlsVerifier:
         if not held:
             raise BindingError(
                 f"quote REPORTDATA does not bind this certificate's key ({binding_mode} mode)",
-                check="report_data",
+                check="key_binding",
                 expected=expected_report_data,
                 actual=actual_report_data,
             )
-        run.passed("report_data", "binding", expected_report_data, actual_report_data)
+        run.passed("key_binding", "binding", expected_report_data, actual_report_data)
 
         # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3.
         event_log = evidence.rtmr_event_log() if evidence is not None else None
@@ -215,9 +232,18 @@ class RatlsVerifier:
             verify_replay(event_log.events, quote.body.rtmr, indices=(3,))
             run.passed("rtmr3_event_log", "verify", "replay of the event log", "matches RTMR3")
 
-        # 6. Appraisal policy: measurements, TD attributes, TCB status, advisories.
-        for check in self._policy.validate_quote(verified):
-            run.passed(check.name, "validate", check.expected, check.actual)
+        # 6. Appraisal policy: TD attributes, TCB status and advisories, measurements, and
+        #    REPORTDATA (pinned to the binding value, so the listed checks agree with step 4).
+        try:
+            outcome = self._policy.validate_quote(verified, report_data=expected_report_data)
+        except PolicyError as exc:
+            for check in exc.checks:
+                run.record(
+                    check.name, "validate", check.outcome.value, check.expected, check.actual
+                )
+            raise
+        for check in outcome.checks:
+            run.record(check.name, "validate", check.outcome.value, check.expected, check.actual)
 
         # 7. Model digest allowlist.
         self._check_model_digest(run, cert)
@@ -234,7 +260,7 @@ class RatlsVerifier:
         allowed = self._policy.allowed_model_digests
         actual = cert.model_digest.hex() if cert.model_digest else None
         if allowed is None:
-            run.passed("model_digest", "validate", "not pinned", actual or "none")
+            run.record("model_digest", "validate", "not_pinned", "not pinned", actual or "none")
             return
         if cert.model_digest not in allowed:
             raise ModelDigestError(

@@ -53,26 +53,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("prompt", help="the user message")
     chat.add_argument("--max-tokens", type=int, default=256, metavar="N")
     chat.add_argument("--stream", action="store_true", help="print the answer as it streams")
-    chat.add_argument("--api-key", default="unused", help="bearer token, if the appliance wants one")
+    chat.add_argument(
+        "--api-key", default="unused", help="bearer token, if the appliance wants one"
+    )
     chat.set_defaults(func=run_chat)
 
 
 def _add_verification_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="https://host[:port] of the appliance")
-    parser.add_argument("--policy", type=Path, metavar="FILE",
-                        help="appraisal policy (TOML or JSON); default: DEBUG off, nothing pinned")
-    parser.add_argument("--nonce", action="store_true",
-                        help="demand a fresh quote for a random nonce on the connection")
-    parser.add_argument("--sim-root", type=Path, metavar="PEM",
-                        help="trust this SIMULATED root instead of Intel's (development only)")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="appraisal policy (TOML or JSON); default: DEBUG off, nothing pinned",
+    )
+    parser.add_argument(
+        "--nonce",
+        action="store_true",
+        help="demand a fresh quote for a random nonce on the connection",
+    )
+    parser.add_argument(
+        "--sim-root",
+        type=Path,
+        metavar="PEM",
+        help="trust this SIMULATED root instead of Intel's (development only)",
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--collateral", type=Path, metavar="BUNDLE",
-                        help="collateral bundle (dcap-qvl QuoteCollateralV3 JSON)")
+    source.add_argument(
+        "--collateral",
+        type=Path,
+        metavar="BUNDLE",
+        help="collateral bundle (dcap-qvl QuoteCollateralV3 JSON)",
+    )
     source.add_argument("--pccs-url", metavar="URL", help="fetch collateral from this PCCS")
-    parser.add_argument("--at", metavar="ISO8601",
-                        help="verify as of this time (default: now)")
-    parser.add_argument("--insecure-skip-hostname-check", action="store_true",
-                        help="do not check the host against the certificate's names (INSECURE)")
+    parser.add_argument("--at", metavar="ISO8601", help="verify as of this time (default: now)")
+    parser.add_argument(
+        "--insecure-skip-hostname-check",
+        action="store_true",
+        help="do not check the host against the certificate's names (INSECURE)",
+    )
 
 
 def build_verifier(args: argparse.Namespace, clock: Clock) -> RatlsVerifier:
@@ -84,7 +103,9 @@ def build_verifier(args: argparse.Namespace, clock: Clock) -> RatlsVerifier:
         if args.collateral:
             collateral = StaticCollateral(collateral_from_bundle_json(args.collateral.read_bytes()))
         elif args.pccs_url:
-            collateral = PcsCollateral(CollateralFetcher(PcsClient(PcsEndpoint.pccs(args.pccs_url))))
+            collateral = PcsCollateral(
+                CollateralFetcher(PcsClient(PcsEndpoint.pccs(args.pccs_url)))
+            )
         elif args.sim_root:
             collateral = ServedCollateral(args.url)  # the simulated authority lives only there
         else:
@@ -124,8 +145,13 @@ def run_attest(args: argparse.Namespace) -> int:
     clock = _clock(args)
     verifier = build_verifier(args, clock)
     try:
-        result = probe(args.url, verifier, clock=clock, require_nonce=args.nonce,
-                       insecure_skip_hostname_check=args.insecure_skip_hostname_check)
+        result = probe(
+            args.url,
+            verifier,
+            clock=clock,
+            require_nonce=args.nonce,
+            insecure_skip_hostname_check=args.insecure_skip_hostname_check,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     print(result.model_dump_json(indent=2) if args.json else result.summary())
@@ -138,13 +164,18 @@ def run_chat(args: argparse.Namespace) -> int:
 
     clock = _clock(args)
     verifier = build_verifier(args, clock)
-    gate = ConnectionGate(verifier, clock=clock, require_nonce=args.nonce,
-                          insecure_skip_hostname_check=args.insecure_skip_hostname_check)
+    gate = ConnectionGate(
+        verifier,
+        clock=clock,
+        require_nonce=args.nonce,
+        insecure_skip_hostname_check=args.insecure_skip_hostname_check,
+    )
     http_client = httpx_client_for(gate)
     base_url = args.url.rstrip("/").removesuffix("/v1") + "/v1"
     # No retries: a refused attestation is not transient, and each retry would reconnect.
-    client = openai.OpenAI(base_url=base_url, api_key=args.api_key, http_client=http_client,
-                           max_retries=0)
+    client = openai.OpenAI(
+        base_url=base_url, api_key=args.api_key, http_client=http_client, max_retries=0
+    )
     messages = [{"role": "user", "content": args.prompt}]
     try:
         if args.stream:
@@ -159,21 +190,30 @@ def run_chat(args: argparse.Namespace) -> int:
                 model=args.model, messages=messages, max_tokens=args.max_tokens
             )
             print(completion.choices[0].message.content)
+    except AttestationRefused as refused:
+        print(refused.result.summary(), file=sys.stderr)
+        return EXIT_REFUSED
     except openai.APIConnectionError as exc:
-        refused = exc.__cause__
-        if isinstance(refused, AttestationRefused):
-            print(refused.result.summary(), file=sys.stderr)
-            return EXIT_REFUSED
-        print(f"appliance chat: cannot reach {args.url}: {refused or exc}", file=sys.stderr)
+        if isinstance(exc.__cause__, AttestationRefused):  # older SDKs wrap it
+            print(exc.__cause__.result.summary(), file=sys.stderr)
+        else:
+            print(
+                f"appliance chat: cannot reach {args.url}: {exc.__cause__ or exc}", file=sys.stderr
+            )
         return EXIT_REFUSED
     except openai.APIStatusError as exc:
-        print(f"appliance chat: the appliance answered {exc.status_code}: {exc.message}",
-              file=sys.stderr)
+        print(
+            f"appliance chat: the appliance answered {exc.status_code}: {exc.message}",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     finally:
         http_client.close()
     result = gate.last_result
     if result is not None:
-        print(f"[attested: {result.tee}, TCB {result.tcb_status}, "
-              f"model digest {result.model_digest or 'none'}]", file=sys.stderr)
+        print(
+            f"[attested: {result.tee}, TCB {result.tcb_status}, "
+            f"model digest {result.model_digest or 'none'}]",
+            file=sys.stderr,
+        )
     return EXIT_OK

@@ -210,6 +210,7 @@ class RatlsTestServer(ThreadingHTTPServer):
         collateral_json: str,
         clock: Clock,
         answer_nonce: Callable[[bytes], bytes] | None = None,
+        forge_nonce_quote: bytes | None = None,
     ) -> None:
         self.contexts = RotatingServerContext(source)
         self.provider = provider
@@ -217,6 +218,8 @@ class RatlsTestServer(ThreadingHTTPServer):
         self.clock = clock
         # A misbehaving server may answer with evidence for another nonce than the one asked.
         self.answer_nonce = answer_nonce or (lambda nonce: nonce)
+        # ... or echo the nonce asked for around a quote made for `forge_nonce_quote`.
+        self.forge_nonce_quote = forge_nonce_quote
         self.connections: list[ConnectionRecord] = []
         super().__init__(("127.0.0.1", 0), _Handler)
         self.port = self.server_address[1]
@@ -224,6 +227,11 @@ class RatlsTestServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def nonce_evidence(self, identity: Identity, nonce: bytes) -> NonceEvidence:
+        if self.forge_nonce_quote is not None:
+            forged = make_nonce_evidence(
+                identity, self.provider, self.forge_nonce_quote, now=self.clock()
+            )
+            return forged.model_copy(update={"nonce": nonce.hex()})
         return make_nonce_evidence(
             identity, self.provider, self.answer_nonce(nonce), now=self.clock()
         )

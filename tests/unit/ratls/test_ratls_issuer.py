@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
+from attest.quote import parse_quote
 from ratls.errors import CertificateFormatError, IssuanceError
 from ratls.issuer import Identity, IdentityIssuer
 from ratls.profile import certificate_report_data, spki_der
@@ -23,7 +25,7 @@ def test_first_identity_binds_key_and_not_before(provider, names, clock) -> None
     assert identity.tee == "simulated"
     assert cert.not_before == clock.now.replace(second=0, microsecond=0)
     assert provider.requests == [certificate_report_data(cert.spki, cert.not_before)]
-    assert identity.quote == b"QUOTE:" + provider.requests[0]
+    assert parse_quote(identity.quote).body.report_data == provider.requests[0]
     assert identity.model_digest is None
     assert spki_der(identity.private_key.public_key()) == cert.spki
 
@@ -132,3 +134,25 @@ def test_private_key_does_not_appear_in_repr(provider, names, clock) -> None:
 def test_bad_settings_are_refused(provider, names, clock, kwargs) -> None:
     with pytest.raises(ValueError):
         IdentityIssuer(provider, names, clock=clock, **kwargs)
+
+
+class LyingProvider:
+    """A provider bug: quotes for other REPORTDATA, or bytes that are no quote."""
+
+    tee = "simulated"
+
+    def __init__(self, inner, *, garbage: bool) -> None:
+        self.inner, self.garbage = inner, garbage
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        if self.garbage:
+            return b"not a quote"
+        return self.inner.get_quote(bytes(64))
+
+
+@pytest.mark.parametrize(("garbage", "check"), [(False, "report_data"), (True, "quote_format")])
+def test_a_quote_that_does_not_bind_is_never_issued(provider, names, clock, garbage, check) -> None:
+    issuer = IdentityIssuer(LyingProvider(provider, garbage=garbage), names, clock=clock)
+    with pytest.raises(IssuanceError) as err:
+        issuer.current()
+    assert err.value.check == check

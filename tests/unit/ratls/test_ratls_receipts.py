@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from ratls.errors import ReceiptChainError, ReceiptError
 from ratls.issuer import Identity, IdentityIssuer

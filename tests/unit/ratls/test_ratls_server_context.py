@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from ratls.errors import IdentityUnavailableError
 from ratls.issuer import IdentityIssuer

@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
 from ratls.errors import SignatureError
 from ratls.issuer import IdentityIssuer

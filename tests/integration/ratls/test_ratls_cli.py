@@ -1,0 +1,162 @@
+"""`appliance attest` and `appliance chat` as real subprocesses against the RA-TLS test server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.ratls_fixtures import *  # noqa: F403 - fixtures
+from support.ratls_server import COMPLETION_TEXT, MODEL
+from support.ratls_world import NOW
+
+pytestmark = pytest.mark.slow  # each case starts a Python process
+
+AT = NOW.isoformat()
+
+
+def appliance(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def root_pem(authority, tmp_path) -> Path:
+    path = tmp_path / "sim-root.pem"
+    path.write_bytes(authority.root_pem)
+    return path
+
+
+def test_attest_verifies_with_the_simulated_root(server, root_pem) -> None:
+    run = appliance("attest", server.url, "--sim-root", str(root_pem), "--at", AT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("VERIFIED (SIMULATED evidence")
+    assert "binding      certificate mode, held" in run.stdout
+    # Nothing but the handshake on the probed connection; collateral came over its own.
+    assert server.received_until_closed(0) == b""
+    assert server.connections[1].requests == ["GET /v1/attestation/collateral"]
+
+
+def test_attest_json_with_nonce(server, root_pem, issuer) -> None:
+    run = appliance(
+        "attest", server.url, "--sim-root", str(root_pem), "--at", AT, "--nonce", "--json"
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert (result["verified"], result["tee"]) == (True, "simulated")
+    assert result["binding"]["mode"] == "nonce" and result["binding"]["held"] is True
+    assert result["certificate"]["sha256_fingerprint"] == issuer.current().fingerprint.hex()
+    assert {c["name"] for c in result["checks"]} >= {
+        "dcap",
+        "key_binding",
+        "td_attributes.debug",
+        "tcb_status",
+        "mr_td",
+        "model_digest",
+    }
+    assert server.connections[0].requests == ["GET /v1/attestation"]
+
+
+def test_attest_refuses_simulated_evidence_under_intels_root(
+    server, collateral_json, tmp_path
+) -> None:
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(collateral_json)
+    run = appliance("attest", server.url, "--collateral", str(bundle), "--at", AT, "--json")
+    assert run.returncode == 1
+    result = json.loads(run.stdout)
+    assert result["verified"] is False
+    assert result["errors"][0]["stage"] == "verify"
+    assert server.received_until_closed(0) == b""
+
+
+def test_attest_refuses_by_policy_file(serve, issuer, root_pem, tmp_path) -> None:
+    issuer.reissue(model_digest=hashlib.sha256(b"served").digest())
+    server = serve(issuer)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'allowed_model_digests = ["{hashlib.sha256(b"wanted").hexdigest()}"]\n'
+        'allowed_tcb_statuses = ["UpToDate"]\n'
+    )
+    run = appliance(
+        "attest",
+        server.url,
+        "--sim-root",
+        str(root_pem),
+        "--at",
+        AT,
+        "--policy",
+        str(policy),
+        "--json",
+    )
+    assert run.returncode == 1
+    assert json.loads(run.stdout)["errors"][0]["type"] == "ModelDigestError"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--at", "yesterday"],
+        ["--policy", "/nonexistent/policy.toml"],
+        ["--sim-root", "/nonexistent/root.pem"],
+        ["--collateral", "/nonexistent/bundle.json"],
+    ],
+)
+def test_attest_usage_errors_exit_2(server, root_pem, args) -> None:
+    base = ["attest", server.url] + ([] if "--sim-root" in args else ["--sim-root", str(root_pem)])
+    run = appliance(*base, *args)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "error" in run.stderr
+    assert len(server.connections) == 0
+
+
+def test_attest_plain_http_url_is_a_usage_error(root_pem) -> None:
+    run = appliance("attest", "http://127.0.0.1:9", "--sim-root", str(root_pem))
+    assert run.returncode == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_verifies_then_asks(server, root_pem, stream) -> None:
+    run = appliance(
+        "chat",
+        server.url,
+        "--model",
+        MODEL,
+        "hi",
+        "--sim-root",
+        str(root_pem),
+        "--at",
+        AT,
+        *(["--stream"] if stream else []),
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == COMPLETION_TEXT
+    assert "[attested: simulated, TCB UpToDate" in run.stderr
+    assert server.connections[0].requests == ["POST /v1/chat/completions"]
+
+
+def test_chat_refused_sends_no_prompt(serve, issuer, root_pem, tmp_path) -> None:
+    issuer.reissue(model_digest=hashlib.sha256(b"served").digest())
+    server = serve(issuer)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"allowed_model_digests": [hashlib.sha256(b"x").hexdigest()]}))
+    run = appliance(
+        "chat",
+        server.url,
+        "--model",
+        MODEL,
+        "secret prompt",
+        "--sim-root",
+        str(root_pem),
+        "--at",
+        AT,
+        "--policy",
+        str(policy),
+    )
+    assert run.returncode == 1
+    assert "REFUSED" in run.stderr and "model_digest" in run.stderr
+    assert server.received_until_closed(0) == b""

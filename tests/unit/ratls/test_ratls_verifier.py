@@ -1,0 +1,185 @@
+"""RatlsVerifier on certificates (no TLS): what the AttestationResult says, check by check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+import pytest
+from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
+from support.ratls_unit_fixtures import START
+
+from attest.collateral import collateral_from_bundle_json
+from attest.errors import CollateralError, PolicyError, VerificationError
+from attest.roots import TrustRoot
+from attest.rtmr import RtmrEvent, RtmrEventLog
+from attest.simulated import SimulatedQuoteProvider, SimulatedTd, simulated_collateral
+from attest.verify import DcapVerifier
+from ratls.collateral import StaticCollateral
+from ratls.errors import AttestationRefused, CertificateError, HostnameMismatchError
+from ratls.evidence import make_nonce_evidence
+from ratls.issuer import IdentityIssuer
+from ratls.policy import AppraisalPolicy
+from ratls.result import AttestationResult
+from ratls.verifier import RatlsVerifier
+
+DIGEST = hashlib.sha256(b"model").digest()
+NONCE = bytes(range(40))
+
+
+@pytest.fixture
+def verifier_for(sim_authority, clock):
+    def make(policy: AppraisalPolicy | None = None, *, tcb_status: str = "UpToDate",
+             validity: timedelta = timedelta(days=30), root: bool = True) -> RatlsVerifier:
+        bundle = simulated_collateral(sim_authority, now=START, tcb_status=tcb_status,
+                                      validity=validity).to_bundle_json()
+        return RatlsVerifier(
+            dcap=DcapVerifier(TrustRoot(sim_authority.root_der) if root else None),
+            policy=policy or AppraisalPolicy.default(),
+            collateral=StaticCollateral(collateral_from_bundle_json(bundle)),
+            clock=clock,
+        )
+
+    return make
+
+
+@pytest.fixture
+def issuer(provider, names, clock) -> IdentityIssuer:
+    return IdentityIssuer(provider, names, clock=clock)
+
+
+def test_verified_result_reports_everything(verifier_for, issuer, sim_authority) -> None:
+    identity = issuer.reissue(model_digest=DIGEST)
+    result = verifier_for().attest(identity.certificate.der, hostname="appliance.test")
+    td = SimulatedTd()
+    assert result.verified and not result.errors
+    assert result.tee == "simulated"
+    assert result.tcb_status == "UpToDate" and result.advisory_ids == []
+    assert result.trust_root_sha256 == sim_authority.root_sha256
+    assert result.measurements.mr_td == td.mr_td.hex()
+    assert result.measurements.rtmr == [r.hex() for r in td.initial_rtmrs]
+    assert result.measurements.debug is False
+    assert result.binding.mode == "certificate" and result.binding.held
+    assert result.binding.expected_report_data == identity.certificate.report_data.hex()
+    assert result.model_digest == DIGEST.hex()
+    assert result.certificate.sha256_fingerprint == identity.fingerprint.hex()
+    assert result.certificate.pem.startswith("-----BEGIN CERTIFICATE-----")
+    assert result.collateral["fmspc"] == sim_authority.platform.fmspc.hex()
+    next_update = START.replace(microsecond=0) - timedelta(hours=1) + timedelta(days=30)
+    assert result.valid_until == min(identity.not_after, next_update)
+    outcomes = {c.name: c.outcome for c in result.checks}
+    assert outcomes["key_binding"] == "passed" and outcomes["hostname"] == "passed"
+    assert outcomes["mr_td"] == "not_pinned" and outcomes["model_digest"] == "not_pinned"
+    assert outcomes["report_data"] == "passed"  # attest's policy, pinned to the binding value
+    assert AttestationResult.model_validate_json(result.model_dump_json()) == result
+
+
+def test_pinned_values_pass_and_are_listed(verifier_for, issuer) -> None:
+    identity = issuer.reissue(model_digest=DIGEST)
+    td = SimulatedTd()
+    policy = AppraisalPolicy.from_document({
+        "mr_td": [td.mr_td.hex()], "rtmr0": [td.initial_rtmrs[0].hex()],
+        "allowed_model_digests": [DIGEST.hex()],
+    })
+    result = verifier_for(policy).attest(identity.certificate.der, hostname="127.0.0.1")
+    assert result.verified
+    outcomes = {c.name: c.outcome for c in result.checks}
+    assert outcomes["mr_td"] == outcomes["rtmr0"] == outcomes["model_digest"] == "passed"
+
+
+def test_policy_failure_lists_every_policy_check(verifier_for, issuer) -> None:
+    policy = AppraisalPolicy.from_document({"rtmr3": ["cd" * 48]})
+    verifier = verifier_for(policy)
+    with pytest.raises(AttestationRefused) as err:
+        verifier.verify(issuer.current().certificate.der, hostname="::1")
+    assert isinstance(err.value.cause, PolicyError)
+    result = err.value.result
+    failed = [c for c in result.checks if c.outcome == "failed"]
+    assert [c.name for c in failed] == ["rtmr3"]
+    assert failed[0].expected == f"one of [{'cd' * 48}]" and failed[0].actual == "00" * 48
+    assert {"td_attributes.debug", "tcb_status", "mr_td"} <= {c.name for c in result.checks}
+    assert result.errors[0].stage == "validate"
+    assert "FAILED rtmr3" in result.summary()
+
+
+def test_unsafe_relaxation_passes_and_says_so(verifier_for, issuer) -> None:
+    policy = AppraisalPolicy.from_document({"unsafe_allowed_tcb_statuses": ["OutOfDate"]})
+    result = verifier_for(policy, tcb_status="OutOfDate").attest(
+        issuer.current().certificate.der, hostname="appliance.test")
+    assert result.verified and result.tcb_status == "OutOfDate"
+    assert {c.name: c.outcome for c in result.checks}["tcb_status"] == "unsafe_allowed"
+    assert "UNSAFE_ALLOWED tcb_status" in result.summary()
+
+
+def test_out_of_date_tcb_is_refused_by_default(verifier_for, issuer) -> None:
+    result = verifier_for(tcb_status="OutOfDate").attest(issuer.current().certificate.der,
+                                                         hostname="appliance.test")
+    assert not result.verified and result.errors[0].check == "tcb_status"
+
+
+def test_simulated_evidence_needs_the_simulated_root(verifier_for, issuer) -> None:
+    with pytest.raises(AttestationRefused) as err:
+        verifier_for(root=False).verify(issuer.current().certificate.der, hostname=None)
+    assert isinstance(err.value.cause, VerificationError)
+    assert err.value.result.tee is None and err.value.result.measurements is None
+
+
+def test_expired_collateral_is_refused(verifier_for, issuer, clock) -> None:
+    verifier = verifier_for(validity=timedelta(hours=2))
+    identity = issuer.current()
+    clock.advance(timedelta(hours=1, minutes=1))
+    with pytest.raises(AttestationRefused) as err:
+        verifier.verify(identity.certificate.der, hostname=None)
+    assert isinstance(err.value.cause, CollateralError)
+
+
+@pytest.mark.parametrize("host", ["other.test", "127.0.0.2", "::2", "APPLIANCE.TEST.evil"])
+def test_host_outside_the_sans_is_refused(verifier_for, issuer, host) -> None:
+    with pytest.raises(AttestationRefused) as err:
+        verifier_for().verify(issuer.current().certificate.der, hostname=host)
+    assert isinstance(err.value.cause, HostnameMismatchError)
+
+
+@pytest.mark.parametrize("host", ["appliance.test", "Appliance.TEST.", "127.0.0.1", "[::1]"])
+def test_host_in_the_sans_passes(verifier_for, issuer, host) -> None:
+    assert verifier_for().attest(issuer.current().certificate.der, hostname=host).verified
+
+
+def test_skipping_the_host_check_leaves_it_out_of_the_checks(verifier_for, issuer) -> None:
+    result = verifier_for().attest(issuer.current().certificate.der, hostname=None)
+    assert result.verified and "hostname" not in {c.name for c in result.checks}
+
+
+def test_certificate_time_is_the_verifiers_clock(verifier_for, issuer, clock) -> None:
+    identity = issuer.current()
+    result = verifier_for().attest(identity.certificate.der, hostname=None,
+                                   now=identity.not_after + timedelta(seconds=1))
+    assert not result.verified and result.errors[0].check == "not_after"
+    assert result.errors[0].type == CertificateError.__name__
+
+
+def test_nonce_mode_with_an_rtmr_event_log(verifier_for, sim_authority, names, clock) -> None:
+    td_provider = SimulatedQuoteProvider(sim_authority)
+    log = RtmrEventLog()
+    log.measure(td_provider, RtmrEvent.from_data(3, "model-digest", DIGEST))
+    identity = IdentityIssuer(td_provider, names, clock=clock).reissue(model_digest=DIGEST)
+    evidence = make_nonce_evidence(identity, td_provider, NONCE, now=START, event_log=log)
+    result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence,
+                                   nonce=NONCE)
+    assert result.verified, result.errors
+    assert result.binding.mode == "nonce" and result.binding.nonce == NONCE.hex()
+    assert {c.name: c.outcome for c in result.checks}["rtmr3_event_log"] == "passed"
+
+    forged_log = RtmrEventLog([RtmrEvent.from_data(3, "model-digest", b"another model")])
+    forged = evidence.model_copy(update={"event_log": json.loads(forged_log.to_json())})
+    refused = verifier_for().attest(identity.certificate.der, hostname=None, evidence=forged,
+                                    nonce=NONCE)
+    assert not refused.verified and refused.errors[0].check == "rtmr3 replay"
+
+
+def test_nonce_mode_needs_both_arguments(verifier_for, issuer, provider) -> None:
+    identity = issuer.current()
+    evidence = make_nonce_evidence(identity, provider, NONCE, now=START)
+    with pytest.raises(ValueError):
+        verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence)
