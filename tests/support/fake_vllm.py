@@ -441,9 +441,7 @@ class Handler(BaseHTTPRequestHandler):
             data = "[DONE]" if payload is None else json.dumps(payload)
             frame = f"data: {data}\n\n".encode()
             try:
-                self.wfile.write(f"{len(frame):x}
-".encode() + frame + b"
-")
+                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 # Reported on stdout (the engine log tail) so that tests can see a proxy close
