@@ -45,11 +45,11 @@ def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:
     identity = SupervisorIdentitySource(state, control)
     metrics = Metrics(CollectorRegistry())
     receipts = ReceiptLog(settings.receipts_path, settings.receipts_max)
-    recorder = ReceiptRecorder(receipts, identity, lambda: datetime.now(UTC), metrics)
+    recorder = ReceiptRecorder(receipts, lambda: datetime.now(UTC), metrics)
     engine = EngineClient(EngineEndpoint("127.0.0.1", settings.vllm_port,
                                          idle_timeout=settings.upstream_idle_timeout))
     services = WorkerServices(
-        state=state, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
+        state=state, identity=identity, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
         receipts=receipts, metrics=metrics,
     )
     return create_app(settings, services), RotatingServerContext(identity)

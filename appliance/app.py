@@ -11,11 +11,14 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
+from ratls.issuer import Identity
+from ratls.server import presented_identity
 from werkzeug.exceptions import HTTPException
 
 from appliance.errors import (
@@ -43,6 +46,10 @@ class StateSource(Protocol):
     def current(self) -> SharedState: ...
 
 
+class IdentitySource(Protocol):
+    def current(self) -> Identity: ...
+
+
 class Supervisor(Protocol):
     """The control channel as the app sees it (appliance.control.ControlClient)."""
 
@@ -52,6 +59,7 @@ class Supervisor(Protocol):
 @dataclass(frozen=True)
 class WorkerServices:
     state: StateSource
+    identity: IdentitySource
     supervisor: Supervisor
     proxy: InferenceProxy
     receipts: ReceiptLog
@@ -91,7 +99,8 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     def inference(route: str):
         def view() -> Response:
             body = _read_body(settings.max_body_bytes)
-            return services.proxy.forward(route, body, services.state.current())
+            return services.proxy.forward(route, body, services.state.current(),
+                                          connection_identity(services.identity))
         return view
 
     for route in INFERENCE_ROUTES:
@@ -142,7 +151,10 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         nonce = request.args.get("nonce", "")
         if not nonce or not _HEX.fullmatch(nonce) or len(nonce) % 2:
             raise BadRequest("`nonce` must be an even-length hex string", param="nonce")
-        return jsonify(supervisor.call("GET", "/attestation?nonce=" + nonce.lower()))
+        # The evidence binds the certificate this connection presented (it may predate a rotation).
+        certificate = connection_identity(services.identity).certificate.der.hex()
+        return jsonify(supervisor.call("POST", "/attestation",
+                                       {"nonce": nonce.lower(), "certificate_der": certificate}))
 
     @app.get("/v1/attestation/collateral")
     def collateral() -> Response:
@@ -169,6 +181,14 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+def connection_identity(current: IdentitySource) -> Identity:
+    """The identity this request's TLS connection presented; the current one without TLS (tests)."""
+    sock = request.environ.get("gunicorn.socket")
+    if isinstance(sock, ssl.SSLSocket):
+        return presented_identity(sock)
+    return current.current()
 
 
 def _lifecycle_authorized(settings: Settings) -> bool:

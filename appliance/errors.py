@@ -77,6 +77,14 @@ class MethodNotAllowed(ApiError):
     code = "method_not_allowed"
 
 
+class MisdirectedRequest(ApiError):
+    """The connection attested another model than the one served now: reconnect and verify."""
+
+    status = 421
+    type = "invalid_request_error"
+    code = "certificate_superseded"
+
+
 class Conflict(ApiError):
     status = 409
     type = "conflict_error"
@@ -120,6 +128,7 @@ class UpstreamTimeout(ApiError):
 _BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
     for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
+                MisdirectedRequest,
                 PayloadTooLarge, UnsupportedMediaType, UpstreamError, ServiceUnavailable,
                 UpstreamTimeout)
 }

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
+from ratls.issuer import Identity
 
-from appliance.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
+from appliance.errors import ApiError, BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
 from appliance.metrics import Metrics
 from appliance.shared_state import SharedState
 from appliance.upstream import EngineClient, EngineResponse
@@ -49,8 +50,9 @@ class ExchangeRecord:
     complete: bool
 
 
-# Builds, signs and stores the receipt for one exchange (appliance.receipts.ReceiptRecorder).
-RecordReceipt = Callable[[ExchangeRecord], None]
+# Builds, signs (with the given identity) and stores the receipt for one exchange
+# (appliance.receipts.ReceiptRecorder.record).
+RecordReceipt = Callable[[ExchangeRecord, Identity], None]
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -91,8 +93,10 @@ class InferenceProxy:
         self._record = record_receipt
         self._metrics = metrics
 
-    def forward(self, route: str, body: bytes, served: SharedState) -> Response:
+    def forward(self, route: str, body: bytes, served: SharedState, identity: Identity) -> Response:
+        """`identity`: the one the client's connection attested (its certificate)."""
         model, _stream = parse_routing_fields(body, served)
+        require_attested_model(identity, served)
         receipt_id = uuid.uuid4().hex
         request_sha256 = hashlib.sha256(body).hexdigest()
         upstream = self._engine.request("POST", route, body)
@@ -105,7 +109,8 @@ class InferenceProxy:
             if upstream.header(b"cache-control") is None:
                 headers.append(("Cache-Control", "no-cache"))
             headers.append(("X-Accel-Buffering", "no"))  # tells any reverse proxy not to buffer
-            return Response(self._relay(route, upstream, facts), status=upstream.status, headers=headers)
+            return Response(self._relay(route, upstream, facts, identity), status=upstream.status,
+                            headers=headers)
         try:
             payload = upstream.read()
         finally:
@@ -113,10 +118,11 @@ class InferenceProxy:
         self._record(ExchangeRecord(
             response_sha256=hashlib.sha256(payload).hexdigest(), usage=_usage_of_json(payload),
             streamed=False, complete=True, **facts,
-        ))
+        ), identity)
         return Response(payload, status=upstream.status, headers=headers)
 
-    def _relay(self, route: str, upstream: EngineResponse, facts: dict[str, Any]) -> Iterator[bytes]:
+    def _relay(self, route: str, upstream: EngineResponse, facts: dict[str, Any],
+               identity: Identity) -> Iterator[bytes]:
         metrics = self._metrics
         metrics.streams_started.labels(route=route).inc()
         hasher = hashlib.sha256()
@@ -142,7 +148,22 @@ class InferenceProxy:
             self._record(ExchangeRecord(
                 response_sha256=hasher.hexdigest(), usage=_usage_of_sse(b"".join(tail)), streamed=True,
                 complete=outcome == "completed", **facts,
-            ))
+            ), identity)
+
+
+def require_attested_model(identity: Identity, served: SharedState) -> None:
+    """The connection's certificate must carry the digest of the model served now.
+
+    A connection verified before a model change attested other weights (or none): answering on it
+    would break what the tenant checked. 421 tells the client to reconnect, which gives it the
+    re-issued certificate to verify.
+    """
+    attested = identity.model_digest.hex() if identity.model_digest else None
+    if attested != served.digest:
+        raise MisdirectedRequest(
+            f"this connection's certificate attests model digest {attested or 'none'}, but the "
+            f"appliance now serves {served.model} ({served.digest}); reconnect and verify again"
+        )
 
 
 def _usage_of_json(payload: bytes) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ratls.issuer import IdentitySource
+from ratls.issuer import Identity
 from ratls.receipts import RECEIPT_TYPE, format_time
 from ratls.signing import sign_bytes
 
@@ -28,15 +28,14 @@ _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 class ReceiptRecorder:
-    def __init__(self, log_: ReceiptLog, identity: IdentitySource, clock: Callable[[], datetime],
-                 metrics: Metrics) -> None:
+    def __init__(self, log_: ReceiptLog, clock: Callable[[], datetime], metrics: Metrics) -> None:
         self._log = log_
-        self._identity = identity
         self._clock = clock
         self._metrics = metrics
 
-    def record(self, exchange: ExchangeRecord) -> None:
-        identity = self._identity.current()
+    def record(self, exchange: ExchangeRecord, identity: Identity) -> None:
+        """Signs with `identity`: the one the client's connection presented, so that the receipt
+        names the certificate the client verified."""
         fingerprint = identity.fingerprint.hex()
         digest = identity.model_digest.hex() if identity.model_digest else None
         usage = usage_of(exchange.usage)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     vllm_port: int = Field(8000, ge=1, le=65535)
     vllm_bin: str = "vllm"
     engine_arg: tuple[str, ...] = ()
+    # NAME=VALUE for the engine's environment, which is otherwise clean (the loader passes only a
+    # few variables such as PATH: never the service's secrets).
+    engine_env: tuple[str, ...] = ()
     # "cpu": vLLM's CPU build tuned for a fast start (--enforce-eager, uni executor; development
     # and CI). "production": vLLM's defaults.
     engine_profile: Literal["production", "cpu"] = "production"
@@ -72,6 +75,19 @@ class Settings(BaseSettings):
     def _listen_is_host_port(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @field_validator("engine_env")
+    @classmethod
+    def _engine_env_is_assignments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            name, sep, _ = item.partition("=")
+            if not sep or not name or not name.replace("_", "").isalnum():
+                raise ValueError(f"--engine-env takes NAME=VALUE, got {item!r}")
+        return value
+
+    @property
+    def engine_environment(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.engine_env)
 
     @field_validator("hostname")
     @classmethod

@@ -43,7 +43,7 @@ from pydantic import SecretStr
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.errors import RatlsError
 from prometheus_client import CollectorRegistry
-from ratls.issuer import IdentityIssuer
+from ratls.issuer import Identity, IdentityIssuer
 from ratls.profile import SubjectNames
 from ratls.signing import sign_json
 
@@ -121,7 +121,7 @@ class Supervisor:
             ("POST", "/load"): self._route_load,
             ("POST", "/unload"): self._route_unload,
             ("GET", "/identity"): self._route_identity,
-            ("GET", "/attestation"): self._route_attestation,
+            ("POST", "/attestation"): self._route_attestation,
             ("GET", "/collateral"): self._route_collateral,
         })
         self._api: subprocess.Popen[bytes] | None = None
@@ -240,13 +240,23 @@ class Supervisor:
 
     def _route_attestation(self, request: ControlRequest) -> tuple[int, Any]:
         try:
-            nonce = parse_nonce_hex(request.query.get("nonce"))
+            nonce = parse_nonce_hex(request.body.get("nonce"))
         except RatlsError as exc:
             raise BadRequest(str(exc), param="nonce", code="invalid_nonce") from None
-        evidence = make_nonce_evidence(
-            self._issuer.current(), nonce, provider=self._tee.provider, now=self._clock(),
-            event_log=self._tee.event_log(),
-        )
+        current = self._issuer.current()
+        identity = current
+        presented = request.body.get("certificate_der")
+        if isinstance(presented, str) and presented != current.certificate.der.hex():
+            # A connection made before a rotation: bind its certificate (same key; from_parts
+            # refuses a certificate that is not for our key).
+            try:
+                identity = Identity.from_parts(generation=0, private_key=current.private_key,
+                                               certificate_der=bytes.fromhex(presented),
+                                               tee=current.tee)
+            except (ValueError, RatlsError) as exc:
+                raise BadRequest(f"not a certificate of this appliance: {exc}") from None
+        evidence = make_nonce_evidence(identity, self._tee.provider, nonce, now=self._clock(),
+                                       event_log=self._tee.event_log())
         return 200, evidence.model_dump(mode="json")
 
     def _route_collateral(self, request: ControlRequest) -> tuple[int, Any]:
@@ -354,7 +364,8 @@ def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Su
     )
     vllm_bin = Path(shutil.which(settings.vllm_bin) or settings.vllm_bin).resolve()
     make_engine = VllmEngine.cpu_development if settings.engine_profile == "cpu" else VllmEngine.production
-    engine = make_engine(vllm_bin, port=settings.vllm_port, extra_args=settings.engine_arg)
+    engine = make_engine(vllm_bin, port=settings.vllm_port, extra_args=settings.engine_arg,
+                         env=settings.engine_environment)
     return Supervisor(
         settings, tee=tee, issuer=issuer,
         make_lifecycle=lambda hooks: Lifecycle.create(loader_settings, engine, hooks=hooks),

@@ -2,7 +2,7 @@
 
 Every flag is also an `APPLIANCE_*` environment variable (flag wins). Pass secrets through the
 environment (`APPLIANCE_LOAD_TOKEN` or `LOAD_TOKEN`, `APPLIANCE_MANAGEMENT_TOKEN`): flags show
-in `ps`. Repeatable flags (`--hostname`, `--engine-arg`) take a JSON list in the environment.
+in `ps`. Repeatable flags (`--hostname`, `--engine-arg`, `--engine-env`) take a JSON list in the environment.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--vllm-bin", metavar="PATH", help="the engine's `vllm` executable (its own venv)")
     add("--engine-arg", action="append", metavar="ARG",
         help="extra engine argument, repeatable; use the = form: --engine-arg=--max-model-len=512")
+    add("--engine-env", action="append", metavar="NAME=VALUE",
+        help="environment variable for the engine, repeatable (its environment is otherwise clean)")
     add("--engine-profile", choices=["production", "cpu"],
         help="cpu: vLLM's CPU build with fast-start flags (development, CI)")
     add("--load-token", metavar="TOKEN",
@@ -70,7 +72,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     given: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")
     }
-    for repeated in ("engine_arg", "hostname"):
+    for repeated in ("engine_arg", "engine_env", "hostname"):
         if repeated in given:
             given[repeated] = tuple(given[repeated])
     return Settings(**given)

@@ -47,17 +47,20 @@ def images(work: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def service(work: Path, images) -> Iterator[Service]:
     service = start_service(work, images["models"], images["roothash"],
-                            env={"FAKE_VLLM_STREAM_DELAY": "0.05"})
+                            engine_env={"FAKE_VLLM_STREAM_DELAY": "0.05"})
     yield service
     assert service.stop() == 0, service.log()[-3000:]
 
 
 @pytest.fixture(scope="module")
 def client(service: Service) -> Iterator[VerifyingClient]:
-    with verifying_client(service) as client:
-        load = client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
+    with verifying_client(service) as operator:
+        load = operator.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
         assert load.status_code == 202, load.text
-        wait_for_status(client.http, lambda s: s["proxy_status"] == "ready")
+        wait_for_status(operator.http, lambda s: s["proxy_status"] == "ready")
+        # The loaded model is answered only on connections that attested it: a new client.
+        assert operator.http.post("/v1/chat/completions", json=CHAT).status_code == 421
+    with verifying_client(service) as client:
         yield client
 
 
@@ -210,7 +213,7 @@ def test_load_replaces_the_model_and_reissues_the_certificate(service: Service, 
 
 def test_concurrent_load_is_a_conflict(work: Path, images) -> None:
     service = start_service(work, images["models"], images["roothash"],
-                            env={"FAKE_VLLM_START_DELAY": "1.5"})
+                            engine_env={"FAKE_VLLM_START_DELAY": "1.5"})
     try:
         with verifying_client(service) as client:
             first = client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
@@ -226,9 +229,11 @@ def test_concurrent_load_is_a_conflict(work: Path, images) -> None:
 def test_engine_killed_gives_503_then_recovers(work: Path, images) -> None:
     service = start_service(work, images["models"], images["roothash"])
     try:
+        with verifying_client(service) as operator:
+            operator.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
+            wait_for_status(operator.http, lambda s: s["proxy_status"] == "ready")
         with verifying_client(service) as client:
-            client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
-            wait_for_status(client.http, lambda s: s["proxy_status"] == "ready")
+            assert client.http.post("/v1/chat/completions", json=CHAT).status_code == 200
             os.kill(service.engine_pids()[-1], signal.SIGKILL)
             statuses = set()
             deadline = time.monotonic() + 30
@@ -290,14 +295,17 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
                 assert time.monotonic() < deadline, f"no ready push; {receiver.calls} calls"
                 time.sleep(0.1)
             assert receiver.calls > 3  # the first pushes failed, and pushing resumed
-            document, authorization = receiver.received[-1]
+        document, authorization = receiver.received[-1]
+        with verifying_client(service) as client:
+            client.http.get("/healthz")
             assert authorization == "Bearer mgmt-secret"
             certificate = x509.load_pem_x509_certificate(document.pop("certificate_pem").encode())
             payload = verify_json(document, purpose=STATUS_PUSH_PURPOSE, certificate=certificate)
             assert payload["enclave_id"] == "e-1" and payload["loaded_model"] == MODEL
             # The signing certificate is the attested one the API serves.
             assert document["certificate_sha256"] == client.last_result().certificate.sha256_fingerprint
-            assert "mgmt-secret" not in service.log() and "tok" not in service.log().split()
+            assert "mgmt-secret" not in service.log()
+            assert "integration-load-token" not in service.log()
     finally:
         assert service.stop() == 0
         receiver.server.shutdown()

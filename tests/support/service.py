@@ -84,15 +84,18 @@ class Service:
         return self.exited
 
 
-def start_service(work: Path, models: Path, roothash: Path, *, load_token: str | None = "tok",
-                  env: dict[str, str] | None = None, args: list[str] | None = None) -> Service:
+def start_service(work: Path, models: Path, roothash: Path, *,
+                  load_token: str | None = "integration-load-token",
+                  env: dict[str, str] | None = None, engine_env: dict[str, str] | None = None,
+                  args: list[str] | None = None) -> Service:
     port, engine_port = free_port(), free_port()
     state_dir = work / f"state-{port}"
     spawn_log = work / f"spawns-{port}.jsonl"
     log_path = work / f"serve-{port}.log"
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith(("APPLIANCE_", "FAKE_VLLM_")) and k != "LOAD_TOKEN"}
-    environment |= {"FAKE_VLLM_SPAWN_LOG": str(spawn_log), "PYTHONPATH": str(PROJECT_ROOT)}
+    environment["PYTHONPATH"] = str(PROJECT_ROOT)
+    engine_env = {"FAKE_VLLM_SPAWN_LOG": str(spawn_log)} | (engine_env or {})
     if load_token is not None:
         environment["LOAD_TOKEN"] = load_token  # through the environment, not argv
     environment |= env or {}
@@ -101,7 +104,7 @@ def start_service(work: Path, models: Path, roothash: Path, *, load_token: str |
         "--vllm-port", str(engine_port), "--listen", f"127.0.0.1:{port}",
         "--hostname", "localhost", "--hostname", "127.0.0.1", "--state-dir", str(state_dir),
         "--models-dir", str(models), "--roothash-dir", str(roothash), "--workers", "2",
-        "--threads", "8", *(args or []),
+        "--threads", "8", *(f"--engine-env={k}={v}" for k, v in engine_env.items()), *(args or []),
     ]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT,

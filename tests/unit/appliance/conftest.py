@@ -128,7 +128,7 @@ class SupervisorDouble:
             ("POST", "/load"): lifecycle("/load"),
             ("POST", "/unload"): lifecycle("/unload"),
             ("GET", "/identity"): lambda request: (200, identity_document(self.issuer.current())),
-            ("GET", "/attestation"): lambda request: (200, {"nonce": request.query["nonce"]}),
+            ("POST", "/attestation"): lambda request: (200, request.body),
             ("GET", "/collateral"): lambda request: (200, {"bundle": "collateral"}),
         }
 

@@ -188,8 +188,11 @@ class TestLifecycleAuth:
         assert operator["engine_log_tail"] == ["line"]
 
 
-def test_attestation_validates_the_nonce_before_the_supervisor(client) -> None:
-    assert client.get("/v1/attestation?nonce=" + "ab" * 16).get_json() == {"nonce": "ab" * 16}
+def test_attestation_validates_the_nonce_before_the_supervisor(client, supervisor_double) -> None:
+    answer = client.get("/v1/attestation?nonce=" + "AB" * 16).get_json()
+    assert answer["nonce"] == "ab" * 16
+    # The supervisor is told which certificate the connection presented, to bind it.
+    assert answer["certificate_der"] == supervisor_double.issuer.current().certificate.der.hex()
     for bad in ("", "xyz", "abc"):
         response = client.get(f"/v1/attestation?nonce={bad}")
         assert response.status_code == 400 and response.get_json()["error"]["param"] == "nonce"
@@ -233,3 +236,12 @@ def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens
             canonical_bytes(body)
         return
     assert canonical_bytes(body) == expected
+
+
+def test_a_connection_that_attested_another_model_gets_421(client, supervisor_double) -> None:
+    # The served model changed but this identity (the connection's) still carries the old digest.
+    supervisor_double.status = supervisor_double.status | {"loaded_model_digest": "cd" * 32}
+    supervisor_double.publish()
+    response = client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 421
+    assert response.get_json()["error"]["code"] == "certificate_superseded"
