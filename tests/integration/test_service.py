@@ -332,3 +332,34 @@ def test_sigterm_stops_everything(work: Path, images) -> None:
     engine = service.engine_pids()[-1]
     with pytest.raises(ProcessLookupError):
         os.killpg(engine, 0)  # the engine's whole process group is gone
+
+
+def test_portal_attests_an_app_server_side(service: Service, client: VerifyingClient, work: Path,
+                                           images) -> None:
+    from datetime import UTC, datetime
+
+    from attest.simulated import SimulatedAuthority
+    from ratls.policy import AppraisalPolicy
+
+    from appliance.portal import PortalConfig, create_portal_app
+
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    config = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
+                          sim_root=service.sim_root)
+    portal = create_portal_app(config, clock=clock).test_client()
+    result = portal.get("/api/v1/apps/demo/attest")
+    assert result.status_code == 200
+    document = result.get_json()
+    assert document["verified"] is True and document["tee"] == "simulated"
+    assert document["model_digest"] == images["digest"] and document["binding"]["mode"] == "nonce"
+
+    # Evidence that does not chain to the root the portal trusts: 200, verified false, errors.
+    other = SimulatedAuthority.create(work / "other-authority", now=clock())
+    stranger = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
+                            sim_root=other.directory / "root-ca.pem")
+    refused = create_portal_app(stranger, clock=clock).test_client().get("/api/v1/apps/demo/attest")
+    assert refused.status_code == 200
+    assert refused.get_json()["verified"] is False and refused.get_json()["errors"]
+
+    missing = portal.get("/api/v1/apps/nope/attest")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "app_not_found"
