@@ -66,7 +66,9 @@ class Settings(BaseSettings):
 
     # Status push to the management plane.
     management_url: str | None = None
-    management_token: SecretStr | None = None
+    management_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("management_token", "APPLIANCE_MANAGEMENT_TOKEN")
+    )
     enclave_id: str = Field(default_factory=socket.gethostname, min_length=1)
     push_interval: float = Field(30.0, gt=0)
 

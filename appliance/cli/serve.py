@@ -2,7 +2,8 @@
 
 Every flag is also an `APPLIANCE_*` environment variable (flag wins). Pass secrets through the
 environment (`APPLIANCE_LOAD_TOKEN` or `LOAD_TOKEN`, `APPLIANCE_MANAGEMENT_TOKEN`): flags show
-in `ps`. Repeatable flags (`--hostname`, `--engine-arg`, `--engine-env`) take a JSON list in the environment.
+in `ps`. Under systemd, `LoadCredential=load_token:...` (and `management_token`) is better
+still. Repeatable flags (`--hostname`, `--engine-arg`, `--engine-env`) take a JSON list in the environment.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for repeated in ("engine_arg", "engine_env", "hostname"):
         if repeated in given:
             given[repeated] = tuple(given[repeated])
+    # systemd's LoadCredential= puts secrets in files under $CREDENTIALS_DIRECTORY, named after
+    # the setting (load_token, management_token): neither argv nor the environment then holds them.
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        return Settings(_secrets_dir=credentials, **given)
     return Settings(**given)
 
 

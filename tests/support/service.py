@@ -23,12 +23,17 @@ APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
 def pack_model(work: Path, name: str, files: dict[str, str]) -> tuple[Path, Path, str]:
-    """Packs a small model directory; returns (models dir, roothash dir, digest)."""
+    """Packs a small model directory made of `files`; returns (models dir, roothash dir, digest)."""
     source = work / "sources" / name
     source.mkdir(parents=True)
     for relative, text in files.items():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         (source / relative).write_text(text)
+    return pack_model_dir(work, name, source)
+
+
+def pack_model_dir(work: Path, name: str, source: Path) -> tuple[Path, Path, str]:
+    """Packs `source` with `appliance model pack`; returns (models dir, roothash dir, digest)."""
     models, roothash = work / "models", work / "roothash"
     subprocess.run(
         [*APPLIANCE, "model", "pack", str(source), "--name", name, "--models-dir", str(models),
@@ -87,7 +92,8 @@ class Service:
 def start_service(work: Path, models: Path, roothash: Path, *,
                   load_token: str | None = "integration-load-token",
                   env: dict[str, str] | None = None, engine_env: dict[str, str] | None = None,
-                  args: list[str] | None = None) -> Service:
+                  args: list[str] | None = None, vllm_bin: Path = FAKE_VLLM,
+                  ready_timeout: float = 30) -> Service:
     port, engine_port = free_port(), free_port()
     state_dir = work / f"state-{port}"
     spawn_log = work / f"spawns-{port}.jsonl"
@@ -100,7 +106,7 @@ def start_service(work: Path, models: Path, roothash: Path, *,
         environment["LOAD_TOKEN"] = load_token  # through the environment, not argv
     environment |= env or {}
     command = [
-        *APPLIANCE, "serve", "--tee", "simulated", "--vllm-bin", str(FAKE_VLLM),
+        *APPLIANCE, "serve", "--tee", "simulated", "--vllm-bin", str(vllm_bin),
         "--vllm-port", str(engine_port), "--listen", f"127.0.0.1:{port}",
         "--hostname", "localhost", "--hostname", "127.0.0.1", "--state-dir", str(state_dir),
         "--models-dir", str(models), "--roothash-dir", str(roothash), "--workers", "2",

@@ -48,3 +48,24 @@ def test_listen_forms() -> None:
     assert split_listen("127.0.0.1:8443") == ("127.0.0.1", 8443)
     assert split_listen("[::1]:443") == ("::1", 443)
     assert split_listen(":443") == ("0.0.0.0", 443)
+
+
+def test_systemd_credentials_directory_supplies_secrets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from appliance.cli.serve import settings_from_args
+
+    (tmp_path / "load_token").write_text("from-a-credential")
+    (tmp_path / "management_token").write_text("mgmt-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    settings = settings_from_args(argparse.Namespace(management_url="https://mgmt.example",
+                                                     hostname=["a.example"]))
+    assert settings.load_token.get_secret_value() == "from-a-credential"
+    assert settings.management_token.get_secret_value() == "mgmt-credential"
+    assert settings.hostname == ("a.example",)
+
+
+def test_engine_env_assignments() -> None:
+    assert Settings(engine_env=("A=1", "B_C=x=y")).engine_environment == {"A": "1", "B_C": "x=y"}
+    with pytest.raises(ValidationError):
+        Settings(engine_env=("novalue",))
