@@ -17,7 +17,6 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry
-from ratls.server import RotatingServerContext
 
 from appliance.app import WorkerServices, create_app
 from appliance.control import ControlClient
@@ -30,6 +29,7 @@ from appliance.receipts import ReceiptRecorder
 from appliance.settings import Settings
 from appliance.shared_state import SharedStateReader
 from appliance.upstream import EngineClient, EngineEndpoint
+from ratls.server import RotatingServerContext
 
 log = logging.getLogger(__name__)
 

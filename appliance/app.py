@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
-from ratls.issuer import Identity
-from ratls.server import presented_identity
 from werkzeug.exceptions import HTTPException
 
 from appliance.errors import (
@@ -35,6 +33,8 @@ from appliance.proxy import INFERENCE_ROUTES, InferenceProxy, parse_json_object
 from appliance.receipt_log import ReceiptLog
 from appliance.settings import Settings
 from appliance.shared_state import SharedState
+from ratls.issuer import Identity
+from ratls.server import presented_identity
 
 log = logging.getLogger(__name__)
 

@@ -76,10 +76,10 @@ def _make_handler(routes: dict[tuple[str, str], Route]) -> type[BaseHTTPRequestH
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             self._dispatch("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._dispatch("POST")
 
         def _dispatch(self, method: str) -> None:
@@ -117,7 +117,7 @@ def _make_handler(routes: dict[tuple[str, str], Route]) -> type[BaseHTTPRequestH
                 raise BadRequest("control request body must be a JSON object")
             return document
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("control: " + format, *args)
 
     return Handler

@@ -11,9 +11,9 @@ import threading
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from ratls.issuer import Identity
 
 from appliance.app import StateSource, Supervisor
+from ratls.issuer import Identity
 
 
 def identity_document(identity: Identity) -> dict[str, Any]:

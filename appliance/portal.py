@@ -14,18 +14,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from attest.roots import TrustRoot, intel_sgx_root_ca
-from attest.pcs import CollateralFetcher, PcsClient, PcsEndpoint
-from attest.verify import DcapVerifier
 from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from appliance.errors import ApiError, MethodNotAllowed, NotFound
+from attest.pcs import CollateralFetcher, PcsClient, PcsEndpoint
+from attest.roots import TrustRoot, intel_sgx_root_ca
+from attest.verify import DcapVerifier
 from ratls.clock import Clock
 from ratls.collateral import CollateralSource, PcsCollateral, ServedCollateral
 from ratls.connection import probe
 from ratls.policy import AppraisalPolicy
 from ratls.verifier import RatlsVerifier
-from werkzeug.exceptions import HTTPException
-
-from appliance.errors import ApiError, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
-from ratls.issuer import Identity
 
 from appliance.errors import ApiError, BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
 from appliance.metrics import Metrics
 from appliance.shared_state import SharedState
 from appliance.upstream import EngineClient, EngineResponse
+from ratls.issuer import Identity
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class InferenceProxy:
         headers = upstream.passthrough_headers()
         headers.append((RECEIPT_HEADER, receipt_id))
         content_type = upstream.header(b"content-type") or b""
-        facts = dict(receipt_id=receipt_id, route=route, model=model,
-                     request_sha256=request_sha256, status=upstream.status)
+        facts = {"receipt_id": receipt_id, "route": route, "model": model,
+                 "request_sha256": request_sha256, "status": upstream.status}
         if content_type.startswith(b"text/event-stream"):
             if upstream.header(b"cache-control") is None:
                 headers.append(("Cache-Control", "no-cache"))

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ratls.issuer import Identity
-from ratls.receipts import RECEIPT_TYPE, format_time
-from ratls.signing import sign_bytes
-
 from appliance.metrics import Metrics
 from appliance.proxy import ExchangeRecord
 from appliance.receipt_log import ReceiptLog, SealedReceipt
+from ratls.issuer import Identity
+from ratls.receipts import RECEIPT_TYPE, format_time
+from ratls.signing import sign_bytes
 
 log = logging.getLogger(__name__)
 

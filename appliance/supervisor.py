@@ -25,6 +25,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from appliance.control import ControlRequest, ControlServer
+from appliance.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    StartupError,
+)
+from appliance.identity import identity_document
+from appliance.metrics import Metrics
+from appliance.pusher import StatusPusher
+from appliance.settings import Settings
+from appliance.shared_state import SharedState, publish
+from appliance.tee import TeeServices, build_tee
+from attest.errors import AttestError
+from loader.engine import VllmEngine
 from loader.errors import (
     ExpectedDigestMismatchError,
     LifecycleClosedError,
@@ -35,33 +55,14 @@ from loader.errors import (
     ModelNotLoadedError,
     RecordError,
 )
-from loader.engine import VllmEngine
 from loader.lifecycle import Lifecycle, LifecycleHooks, ModelEvent
 from loader.settings import LoaderSettings
 from loader.status import StatusSnapshot
-from pydantic import SecretStr
-from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.errors import RatlsError
-from prometheus_client import CollectorRegistry
+from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.issuer import Identity, IdentityIssuer
 from ratls.profile import SubjectNames
 from ratls.signing import sign_json
-
-from appliance.control import ControlRequest, ControlServer
-from appliance.identity import identity_document
-from appliance.errors import (
-    ApiError,
-    BadRequest,
-    Conflict,
-    NotFound,
-    ServiceUnavailable,
-    StartupError,
-)
-from appliance.metrics import Metrics
-from appliance.pusher import StatusPusher
-from appliance.settings import Settings
-from appliance.shared_state import SharedState, publish
-from appliance.tee import TeeServices, build_tee
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,8 @@ class Supervisor:
     def _route_collateral(self, request: ControlRequest) -> tuple[int, Any]:
         try:
             return 200, self._tee.collateral_bundle(self._issuer.current().quote, now=self._clock())
-        except Exception as exc:
+        except (AttestError, OSError, ValueError) as exc:
+            # PCS/PCCS down, offline with a cold cache, or an answer that does not assemble.
             log.warning("collateral unavailable: %s", exc)
             raise ServiceUnavailable("collateral for this appliance's quote is unavailable",
                                      code="collateral_unavailable") from None

@@ -16,17 +16,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from attest.collateral import Collateral
-from attest.pcs import CollateralCache, CollateralFetcher, PckCa, PcsEndpoint
-from attest.pck import pck_extension_of
-from attest.providers import QuoteProvider, tdx_quote_provider, tdx_rtmr_extender
-from attest.quote import parse_quote
-from attest.rtmr import RtmrEvent, RtmrEventLog, RtmrExtender
-from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider, simulated_collateral
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from appliance.settings import Settings
+from attest.collateral import Collateral
+from attest.pck import pck_extension_of
+from attest.pcs import CollateralCache, CollateralFetcher, PckCa, PcsEndpoint
+from attest.providers import QuoteProvider, tdx_quote_provider, tdx_rtmr_extender
+from attest.quote import parse_quote
+from attest.rtmr import RtmrEvent, RtmrEventLog, RtmrExtender
+from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider, simulated_collateral
 
 log = logging.getLogger(__name__)
 

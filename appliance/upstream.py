@@ -92,7 +92,7 @@ class EngineResponse:
         assert self._sock is not None, "response already closed"
         try:
             data = self._sock.recv(_RECV_SIZE)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             self.close()
             raise UpstreamTimeout(f"the engine sent nothing for {self._pool.endpoint.idle_timeout:g} s") from exc
         except OSError as exc:
@@ -250,7 +250,7 @@ class EngineClient:
                 if len(buffer) > _MAX_HEAD_BYTES:
                     _close(sock)
                     raise UpstreamError("the engine's response headers are too large")
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             _close(sock)
             raise UpstreamTimeout(f"the engine sent nothing for {self.endpoint.idle_timeout:g} s") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
 from attest.roots import TrustRoot
 from attest.verify import DcapVerifier
 from ratls.clock import system_clock

@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from gunicorn.app.base import BaseApplication
-    from ratls.policy import AppraisalPolicy
 
     from appliance.portal import PortalConfig, create_portal_app
+    from ratls.policy import AppraisalPolicy
 
     configure_json_logging()
     try:

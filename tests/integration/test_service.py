@@ -8,21 +8,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import openai
 import pytest
 from cryptography import x509
-from ratls.receipts import verify_receipt, verify_receipt_chain
-from ratls.signing import verify_json
-
-from appliance.supervisor import STATUS_PUSH_PURPOSE
+from support.push_receiver import PushReceiver
 from support.service import Service, pack_model, start_service, wait_for_status
 from support.verifying import VerifyingClient, verifying_client
+
+from appliance.supervisor import STATUS_PUSH_PURPOSE
+from ratls.receipts import verify_receipt, verify_receipt_chain
+from ratls.signing import verify_json
 
 pytestmark = pytest.mark.slow
 
@@ -253,33 +252,6 @@ def test_engine_killed_gives_503_then_recovers(work: Path, images) -> None:
                 os.kill(pid, 0)
 
 
-class PushReceiver:
-    """A management plane on loopback that refuses the first `fail_first` pushes."""
-
-    def __init__(self, fail_first: int) -> None:
-        self.received: list[tuple[dict, str]] = []
-        self.calls = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                receiver.calls += 1
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                ok = receiver.calls > fail_first and self.path == "/api/v1/enclave/runtime-status"
-                if ok:
-                    receiver.received.append((body, self.headers["Authorization"]))
-                self.send_response(200 if ok else 503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) -> None:
     receiver = PushReceiver(fail_first=3)
     service = start_service(
@@ -291,11 +263,12 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
         with verifying_client(service) as client:
             client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
             deadline = time.monotonic() + 30
-            while not any(doc["payload"]["proxy_status"] == "ready" for doc, _ in receiver.received):
+            while not any(doc["payload"]["proxy_status"] == "ready" for _, _, doc in receiver.received):
                 assert time.monotonic() < deadline, f"no ready push; {receiver.calls} calls"
                 time.sleep(0.1)
             assert receiver.calls > 3  # the first pushes failed, and pushing resumed
-        document, authorization = receiver.received[-1]
+        path, authorization, document = receiver.received[-1]
+        assert path == "/api/v1/enclave/runtime-status"
         with verifying_client(service) as client:
             client.http.get("/healthz")
             assert authorization == "Bearer mgmt-secret"
@@ -308,7 +281,7 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
             assert "integration-load-token" not in service.log()
     finally:
         assert service.stop() == 0
-        receiver.server.shutdown()
+        receiver.close()
 
 
 def test_lifecycle_closed_without_a_token(work: Path, images) -> None:
@@ -338,12 +311,11 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
                                            images) -> None:
     from datetime import UTC, datetime
 
+    from appliance.portal import PortalConfig, create_portal_app
     from attest.simulated import SimulatedAuthority
     from ratls.policy import AppraisalPolicy
 
-    from appliance.portal import PortalConfig, create_portal_app
-
-    clock = lambda: datetime.now(UTC)  # noqa: E731
+    clock = lambda: datetime.now(UTC)
     config = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
                           sim_root=service.sim_root)
     portal = create_portal_app(config, clock=clock).test_client()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import openai
 import pytest
-from ratls.receipts import verify_receipt
-
 from support.engines import PROJECT_ROOT, real_vllm_bin
 from support.service import pack_model_dir, start_service, wait_for_status
 from support.verifying import verifying_client
+
+from ratls.receipts import verify_receipt
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from cryptography import x509
+
 from attest.roots import TrustRoot
 from attest.verify import DcapVerifier
-from cryptography import x509
 from ratls.clock import system_clock
 from ratls.collateral import ServedCollateral
 from ratls.connection import ConnectionGate
@@ -19,7 +20,6 @@ from ratls.httpx_client import httpx_client_for
 from ratls.policy import AppraisalPolicy
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
-
 from support.service import Service
 
 

@@ -2,57 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import random
-import threading
 import time
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.push_receiver import PushReceiver
 
 from appliance.metrics import Metrics
 from appliance.pusher import PUSH_PATH, Backoff, StatusPusher
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, dict]] = []
-        self.fail_first = 0
-        self.calls = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                receiver.calls += 1
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = 503 if receiver.calls <= receiver.fail_first else 204
-                if status == 204:
-                    receiver.received.append((self.path, self.headers["Authorization"], json.loads(body)))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait_for(self, count: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, f"only {len(self.received)} pushes arrived"
-            time.sleep(0.01)
-
-
 @pytest.fixture
 def receiver():
-    r = Receiver()
+    r = PushReceiver()
     yield r
-    r.server.shutdown()
+    r.close()
 
 
 def make_pusher(url: str, interval: float = 60.0) -> tuple[StatusPusher, Metrics]:
@@ -60,13 +26,13 @@ def make_pusher(url: str, interval: float = 60.0) -> tuple[StatusPusher, Metrics
     pusher = StatusPusher(
         management_url=url, token="mgmt-token", enclave_id="enclave-7", interval=interval,
         sign=lambda payload: {"payload": payload, "signature": "00"},
-        clock=lambda: datetime(2025, 1, 2, tzinfo=timezone.utc), metrics=metrics,
+        clock=lambda: datetime(2025, 1, 2, tzinfo=UTC), metrics=metrics,
         backoff=Backoff(initial=0.02, maximum=0.1), rng=random.Random(1),
     )
     return pusher, metrics
 
 
-def test_a_state_change_is_pushed_at_once_with_token_and_signature(receiver: Receiver) -> None:
+def test_a_state_change_is_pushed_at_once_with_token_and_signature(receiver: PushReceiver) -> None:
     pusher, metrics = make_pusher(receiver.url)
     pusher.start()
     pusher.notify({"proxy_status": "loading", "loaded_model": None})
@@ -82,7 +48,7 @@ def test_a_state_change_is_pushed_at_once_with_token_and_signature(receiver: Rec
     assert metrics.pushes._value.get() == 2
 
 
-def test_failures_are_retried_with_backoff_and_pushes_resume(receiver: Receiver) -> None:
+def test_failures_are_retried_with_backoff_and_pushes_resume(receiver: PushReceiver) -> None:
     receiver.fail_first = 3
     pusher, metrics = make_pusher(receiver.url)
     pusher.start()
@@ -93,7 +59,7 @@ def test_failures_are_retried_with_backoff_and_pushes_resume(receiver: Receiver)
     assert metrics.push_failures._value.get() == 3
 
 
-def test_periodic_pushes_without_changes(receiver: Receiver) -> None:
+def test_periodic_pushes_without_changes(receiver: PushReceiver) -> None:
     pusher, _ = make_pusher(receiver.url, interval=0.05)
     pusher.start()
     pusher.notify({"proxy_status": "idle"})

@@ -6,21 +6,19 @@ validation, pass-through, receipts and error envelopes are checked with Flask's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ratls.signing import canonical_json
-from ratls.receipts import verify_receipt
+from support.worker_app import DIGEST, LOAD_TOKEN, MODEL, SupervisorDouble
 
 from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
 from appliance.receipts import canonical_bytes
-from appliance.shared_state import SharedState, publish
-from conftest import DIGEST, LOAD_TOKEN, MODEL, SupervisorDouble
+from ratls.receipts import verify_receipt
+from ratls.signing import canonical_json
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 5}
 
