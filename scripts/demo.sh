@@ -41,7 +41,7 @@ export LOAD_TOKEN
 pid=$!
 stop() {
     if kill -0 "$pid" 2>/dev/null; then
-        say "9. Stop: SIGTERM -> gunicorn stops, the engine's process group is stopped, exit 0"
+        say "8. Stop: SIGTERM -> gunicorn stops, the engine's process group is stopped, exit 0"
         kill -TERM "$pid"
         wait "$pid" && echo "appliance exited cleanly (status 0)"
     fi
@@ -65,9 +65,10 @@ with verified_client(url, sim_root, wait=True) as http:
     while True:
         status = http.get("/v1/models/status").json()
         line = f"{status['proxy_status']:<8} {status['proxy_progress']:4.0%}  {status['proxy_message']}"
-        if line != shown:
+        step = (status["proxy_status"], round(status["proxy_progress"], 1))
+        if step != shown:
+            shown = step
             print("  ", line)
-            shown = line
         if status["proxy_status"] in ("ready", "error"):
             break
         time.sleep(0.5)
@@ -79,8 +80,8 @@ PY
 say "6. Attest it like a tenant would: DCAP quote in the certificate, key binding, model digest"
 "$appliance" attest "$url" --sim-root "$sim_root" --nonce
 
-say "7. Chat with the stock openai SDK through the verifying client (plain and streamed)"
-say "8. ...and verify the signed receipt of the exact request and response bytes"
+say "7. Chat with the stock openai SDK through the verifying client (plain and streamed), then"
+echo "   verify the signed receipt of the exact request and response bytes"
 .venv/bin/python - "$url" "$sim_root" <<'PY'
 import sys
 import openai
