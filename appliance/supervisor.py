@@ -20,7 +20,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -224,14 +225,14 @@ class Supervisor:
         digest = request.body.get("digest")
         if not isinstance(model, str):
             raise BadRequest("`model` is required", param="model")
-        with _lifecycle_errors():
+        with lifecycle_errors():
             snapshot = self._lifecycle.load(model, digest)
         log.info("load of %s requested (expected digest %s)", model, digest or "any")
         return 202, api_status(snapshot, include_engine_log=False)
 
     def _route_unload(self, request: ControlRequest) -> tuple[int, Any]:
         model = request.body.get("model")
-        with _lifecycle_errors():
+        with lifecycle_errors():
             snapshot = self._lifecycle.unload(model if isinstance(model, str) else None)
         log.info("unload requested")
         return 202, api_status(snapshot, include_engine_log=False)
@@ -291,31 +292,27 @@ class Supervisor:
         )
 
 
-class _lifecycle_errors:
-    """Maps the loader's refusals to HTTP errors (the request changed nothing)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is None or not isinstance(exc, LoaderError | ValueError):
-            return
-        message = str(exc)
-        if isinstance(exc, LifecycleConflictError):
-            raise Conflict(message, code="lifecycle_busy") from None
-        if isinstance(exc, ModelNameError | ValueError):
-            raise BadRequest(message, param="model", code="invalid_model_name") from None
-        if isinstance(exc, ModelNotFoundError):
-            raise NotFound(message, param="model", code="model_not_found") from None
-        if isinstance(exc, ExpectedDigestMismatchError):
-            raise Conflict(message, param="digest", code="digest_mismatch") from None
-        if isinstance(exc, RecordError):
-            raise NotFound(message, param="model", code="model_not_pinned") from None
-        if isinstance(exc, ModelNotLoadedError):
-            raise Conflict(message, param="model", code="model_not_loaded") from None
-        if isinstance(exc, LifecycleClosedError):
-            raise ServiceUnavailable(message, code="shutting_down") from None
-        raise ApiError(message, code="loader_error") from None
+@contextmanager
+def lifecycle_errors() -> Iterator[None]:
+    """Maps the loader's refusals to HTTP errors (the refused request changed nothing)."""
+    try:
+        yield
+    except LifecycleConflictError as exc:
+        raise Conflict(str(exc), code="lifecycle_busy") from None
+    except ModelNotFoundError as exc:  # before ModelNameError, its base class
+        raise NotFound(str(exc), param="model", code="model_not_found") from None
+    except (ModelNameError, ValueError) as exc:
+        raise BadRequest(str(exc), param="model", code="invalid_model_name") from None
+    except ExpectedDigestMismatchError as exc:
+        raise Conflict(str(exc), param="digest", code="digest_mismatch") from None
+    except RecordError as exc:
+        raise NotFound(str(exc), param="model", code="model_not_pinned") from None
+    except ModelNotLoadedError as exc:
+        raise Conflict(str(exc), param="model", code="model_not_loaded") from None
+    except LifecycleClosedError as exc:
+        raise ServiceUnavailable(str(exc), code="shutting_down") from None
+    except LoaderError as exc:
+        raise ApiError(str(exc), code="loader_error") from None
 
 
 def api_server_environment(settings: Settings) -> dict[str, str]:

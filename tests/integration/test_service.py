@@ -153,6 +153,20 @@ def test_malformed_requests_get_4xx_envelopes(client: VerifyingClient) -> None:
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_refused_loads_change_nothing(client: VerifyingClient, service: Service, images) -> None:
+    cases = [
+        ({"model": "absent"}, 404, "model_not_found"),
+        ({"model": "../tiny"}, 400, "invalid_model_name"),
+        ({"model": OTHER, "digest": "00" * 32}, 409, "digest_mismatch"),
+    ]
+    for body, status, code in cases:
+        response = client.http.post("/v1/models/load", json=body, headers=service.auth())
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["error"]["code"] == code
+    state = client.http.get("/v1/models/status").json()
+    assert state["proxy_status"] == "ready" and state["loaded_model_digest"] == images["digest"]
+
+
 def test_oversize_body_is_refused_before_it_is_sent(client: VerifyingClient) -> None:
     # A declared length over the limit is refused from the headers alone.
     response = client.http.post("/v1/chat/completions", content=b"x" * (4 * 1024 * 1024 + 1),
