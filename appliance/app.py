@@ -33,7 +33,7 @@ from appliance.proxy import INFERENCE_ROUTES, InferenceProxy, parse_json_object
 from appliance.receipt_log import ReceiptLog
 from appliance.settings import Settings
 from appliance.shared_state import SharedState
-from ratls.issuer import Identity
+from ratls.issuer import Identity, IdentitySource
 from ratls.server import presented_identity
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ _RECEIPT_ID = re.compile(r"[0-9a-f]{32}")
 
 class StateSource(Protocol):
     def current(self) -> SharedState: ...
-
-
-class IdentitySource(Protocol):
-    def current(self) -> Identity: ...
 
 
 class Supervisor(Protocol):
@@ -178,6 +174,8 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        # Operational detail (traffic, lifecycle, push failures) is for the operator: same token.
+        _authorize_lifecycle(settings)
         return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -190,10 +190,11 @@ def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, 
         time.sleep(0.1)
 
 
-def test_metrics_aggregate_across_workers(client: VerifyingClient) -> None:
+def test_metrics_aggregate_across_workers(client: VerifyingClient, service: Service) -> None:
     for _ in range(6):
         client.http.post("/v1/chat/completions", json=CHAT)
-    text = client.http.get("/metrics").text
+    assert client.http.get("/metrics").status_code == 401
+    text = client.http.get("/metrics", headers=service.auth()).text
     line = next(l for l in text.splitlines()
                 if l.startswith('appliance_http_requests_total{route="/v1/chat/completions",status="200"}'))
     assert float(line.rsplit(" ", 1)[1]) >= 6

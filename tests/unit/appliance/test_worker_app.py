@@ -205,7 +205,8 @@ def test_unknown_receipt_is_404(client) -> None:
 def test_metrics_and_health(client) -> None:
     client.post("/v1/chat/completions", json=CHAT)
     client.post("/v1/chat/completions", json=CHAT | {"stream": True}).get_data()
-    text = client.get("/metrics").get_data(as_text=True)
+    assert client.get("/metrics").status_code == 401
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).get_data(as_text=True)
     assert 'appliance_http_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
     assert 'appliance_streams_finished_total{outcome="completed",route="/v1/chat/completions"} 1.0' in text
     assert "appliance_relayed_events_total" in text
