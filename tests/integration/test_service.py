@@ -193,6 +193,7 @@ def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, 
 def test_metrics_aggregate_across_workers(client: VerifyingClient, service: Service) -> None:
     for _ in range(6):
         client.http.post("/v1/chat/completions", json=CHAT)
+    client.http.post("/v1/chat/completions", json=CHAT | {"stream": True}).read()
     assert client.http.get("/metrics").status_code == 401
     text = client.http.get("/metrics", headers=service.auth()).text
     line = next(l for l in text.splitlines()
