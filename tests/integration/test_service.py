@@ -46,7 +46,9 @@ def images(work: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def service(work: Path, images) -> Iterator[Service]:
     service = start_service(work, images["models"], images["roothash"],
-                            engine_env={"FAKE_VLLM_STREAM_DELAY": "0.05"})
+                            engine_env={"FAKE_VLLM_STREAM_DELAY": "0.05",
+                                        # A leaky engine: prompts on its stdout.
+                                        "FAKE_VLLM_LOG_PROMPTS": "1"})
     yield service
     assert service.stop() == 0, service.log()[-3000:]
 
@@ -188,6 +190,21 @@ def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, 
             break
         assert time.monotonic() < deadline, "the engine never saw the proxy close the request"
         time.sleep(0.1)
+
+
+def test_logs_hold_no_prompts_completions_or_tokens(client: VerifyingClient, service: Service) -> None:
+    canary = "zebra-canary-prompt-7f3a"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": canary}], "max_tokens": 3}
+    answer = client.http.post("/v1/chat/completions", json=body).json()
+    client.http.post("/v1/chat/completions", json=body | {"stream": True}).read()
+    completion = answer["choices"][0]["message"]["content"]
+    time.sleep(0.5)  # let the engine's output reach the supervisor
+    log = service.log()
+    assert canary not in log and completion not in log
+    assert service.load_token not in log
+    # The engine did print it: it is in the operator-only engine log tail, not in the logs.
+    tail = client.http.get("/v1/models/status", headers=service.auth()).json()["engine_log_tail"]
+    assert any(canary in line for line in tail)
 
 
 def test_metrics_aggregate_across_workers(client: VerifyingClient, service: Service) -> None:
