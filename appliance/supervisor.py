@@ -67,15 +67,15 @@ from ratls.signing import sign_json
 
 log = logging.getLogger(__name__)
 
+# The `purpose` of signed status pushes (ratls signed JSON): a receiver verifies with it.
 STATUS_PUSH_PURPOSE = "appliance.runtime-status.v1"
-# Fields of the lifecycle status anyone may read; the engine's log tail is for operators only
-# (an engine may print request data), see `api_status`.
 IDENTITY_CHECK_INTERVAL = 30.0
 STOP_TIMEOUT = 15.0
 
 
 def api_status(snapshot: StatusSnapshot, *, include_engine_log: bool) -> dict[str, Any]:
-    """DESIGN.md's status fields, plus what an operator needs."""
+    """DESIGN.md's status fields, plus what an operator needs. The engine's log tail only on
+    request: an engine may print request data, so it goes to token holders only."""
     status: dict[str, Any] = {
         "loaded_model": snapshot.loaded_model,
         "loaded_model_digest": snapshot.loaded_model_digest,
