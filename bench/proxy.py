@@ -41,6 +41,7 @@ from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
 STAND_IN = ROOT / "bench" / "stand_in_engine.py"
+STAND_IN_SETTINGS = ("STAND_IN_EVENTS", "STAND_IN_EVENT_INTERVAL")
 EVENTS_PER_STREAM = 200
 CHAT = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}],
                    "max_tokens": 16}).encode()
@@ -188,7 +189,9 @@ def start_appliance(work: Path, workers: int, threads: int) -> Appliance:
         [*appliance, "serve", "--tee", "simulated", "--vllm-bin", str(STAND_IN), "--vllm-port",
          str(engine_port), "--listen", f"127.0.0.1:{port}", "--state-dir", str(work / "state"),
          "--models-dir", str(models), "--roothash-dir", str(roothash), "--workers", str(workers),
-         "--threads", str(threads), "--insecure-open-lifecycle"],
+         "--threads", str(threads), "--insecure-open-lifecycle",
+         # The loader gives the engine a clean environment: pass the stand-in's settings.
+         *(f"--engine-env={name}={os.environ[name]}" for name in STAND_IN_SETTINGS)],
         env=env, stdout=spawn_log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
     )
     wait_port(port)
@@ -331,14 +334,17 @@ def measure(target: Target, concurrency: int, requests: int, streams: int) -> Fi
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="non-streaming requests per run")
-    parser.add_argument("--streams", type=int, default=50, help="streams at concurrency 1")
+    parser.add_argument("--streams", type=int, default=20, help="streams at concurrency 1")
     parser.add_argument("--workers", type=int, default=2, help="appliance and nginx workers")
+    parser.add_argument("--event-interval", type=float, default=0.001,
+                        help="seconds between a stream's events (engine pacing; 0 = unpaced)")
     parser.add_argument("--skip-nginx", action="store_true")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     os.environ["STAND_IN_EVENTS"] = str(EVENTS_PER_STREAM)
+    os.environ["STAND_IN_EVENT_INTERVAL"] = str(args.event_interval)
     direct_port = free_port()
     direct = subprocess.Popen([sys.executable, str(STAND_IN), "serve", "m", "--port", str(direct_port)])
     processes: list[subprocess.Popen] = [direct]
@@ -377,7 +383,8 @@ def main(argv: list[str]) -> int:
 
 def report(results: dict[tuple[str, int], Figures], targets: list[Target], levels: list[int]) -> None:
     us = 1e6
-    print(f"stand-in engine: {EVENTS_PER_STREAM} events per stream; times in microseconds")
+    print(f"stand-in engine: {EVENTS_PER_STREAM} events per stream, "
+          f"{os.environ['STAND_IN_EVENT_INTERVAL']} s apart; times in microseconds")
     print(f"{'target':<10} {'conc':>4} {'p50':>8} {'p99':>8} {'+p50':>8} {'+p99':>8} "
           f"{'cpu/req':>8} {'events/s':>9} {'cpu/event':>9}")
     for concurrency in levels:

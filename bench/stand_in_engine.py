@@ -8,8 +8,8 @@ listen backlog, keep-alive. Answers:
     GET  /health                 200
     POST /v1/chat/completions    a fixed completion (Content-Length), or with `"stream": true`
                                  STAND_IN_EVENTS (default 200) SSE chunks + `data: [DONE]`,
-                                 one write per event, yielding to the loop between events
-                                 (as an engine producing tokens does), chunked like uvicorn.
+                                 one write per event, STAND_IN_EVENT_INTERVAL seconds apart
+                                 (default 0: just yield to the loop), chunked like uvicorn.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ import socket
 import sys
 
 EVENTS = int(os.environ.get("STAND_IN_EVENTS", "200"))
+# Seconds between a stream's events (0: as fast as the loop goes). An engine emits one event per
+# token; pacing makes every proxy relay events one by one, as in production, instead of in
+# batches that only form when the proxy falls behind.
+EVENT_INTERVAL = float(os.environ.get("STAND_IN_EVENT_INTERVAL", "0"))
 COMPLETION = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 16},
@@ -89,7 +93,7 @@ class Engine(asyncio.Protocol):
             if self.transport.is_closing():
                 return
             write(EVENT_CHUNK)
-            await asyncio.sleep(0)
+            await asyncio.sleep(EVENT_INTERVAL)
         write(USAGE_CHUNK)
         write(DONE_CHUNK)
         self.busy = False
