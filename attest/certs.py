@@ -5,28 +5,42 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+# What `cryptography` raises, besides ValueError, for certificates and CRLs it cannot read
+# (a TypeError comes from a name attribute of an impossible type).
+X509_PARSE_ERRORS = (
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
-# What `cryptography` raises, besides ValueError, for certificates it cannot read (a TypeError
-# comes from a name attribute of an impossible type).
-_PARSE_ERRORS = (TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
-                 x509.UnsupportedGeneralNameType)
 
-
-def load_certificate(der: bytes) -> x509.Certificate:
+def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificate:
     """A DER certificate with every field verification reads already parsed.
 
-    `cryptography` parses some fields only on first access, so a malformed issuer or extension
-    would otherwise surface as a `ValueError` deep inside verification. Raises `ValueError`.
+    `cryptography` parses some fields only on first access, so a malformed name or extension
+    would otherwise surface as a `ValueError` or `TypeError` deep inside verification. Raises
+    `ValueError`. `parse_names=False` skips building the subject and issuer `Name`s (slow, and
+    needed only for messages) of a certificate whose issuer `verify_directly_issued_by` checks.
     """
     try:
         certificate = x509.load_der_x509_certificate(der)
-        _ = (certificate.issuer, certificate.subject, certificate.extensions,
-             certificate.not_valid_before_utc, certificate.not_valid_after_utc,
-             certificate.signature_algorithm_oid, certificate.public_key())
+        _ = (
+            certificate.extensions,
+            certificate.not_valid_before_utc,
+            certificate.not_valid_after_utc,
+            certificate.signature_algorithm_oid,
+            certificate.public_key(),
+        )
+        if parse_names:
+            _ = (certificate.subject, certificate.issuer)
     except ValueError:
         raise
-    except _PARSE_ERRORS as exc:
+    except X509_PARSE_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    if certificate.serial_number <= 0:
+        raise ValueError("certificate serial number is not positive (RFC 5280)")
     return certificate
 
 

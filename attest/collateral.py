@@ -20,17 +20,16 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attest.certs import common_name, load_certificate
+from attest.certs import X509_PARSE_ERRORS, common_name, load_certificate
 from attest.errors import CollateralFormatError
 
 TCB_INFO_ID_TDX = "TDX"
@@ -69,7 +68,7 @@ _TIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-class TcbStatus(str, Enum):
+class TcbStatus(StrEnum):
     """TCB statuses as Intel's collateral spells them."""
 
     UP_TO_DATE = "UpToDate"
@@ -79,9 +78,6 @@ class TcbStatus(str, Enum):
     OUT_OF_DATE = "OutOfDate"
     OUT_OF_DATE_CONFIGURATION_NEEDED = "OutOfDateConfigurationNeeded"
     REVOKED = "Revoked"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Module and QE identity levels only ever carry these (Intel's VALID_MODULE_TCB_STATUSES).
@@ -180,8 +176,9 @@ class SignedQeIdentity:
 
     def __post_init__(self) -> None:
         _check_signature(self.signature, "qe_identity_signature")
-        object.__setattr__(self, "qe_identity",
-                           _parse_qe_identity(_load_json(self.text, "enclaveIdentity")))
+        object.__setattr__(
+            self, "qe_identity", _parse_qe_identity(_load_json(self.text, "enclaveIdentity"))
+        )
 
 
 @dataclass(frozen=True)
@@ -193,13 +190,18 @@ class CertificateChain:
 
     def __post_init__(self) -> None:
         if not self.der:
-            raise CollateralFormatError("empty certificate chain", check="issuer_chain",
-                                        expected=">= 1 certificate", actual=0)
+            raise CollateralFormatError(
+                "empty certificate chain",
+                check="issuer_chain",
+                expected=">= 1 certificate",
+                actual=0,
+            )
         try:
             certificates = tuple(load_certificate(d) for d in self.der)
         except ValueError as exc:
-            raise CollateralFormatError("malformed certificate in issuer chain",
-                                        check="issuer_chain", actual=str(exc)) from None
+            raise CollateralFormatError(
+                "malformed certificate in issuer chain", check="issuer_chain", actual=str(exc)
+            ) from None
         object.__setattr__(self, "certificates", certificates)
 
     @classmethod
@@ -208,8 +210,9 @@ class CertificateChain:
         try:
             certificates = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
-            raise CollateralFormatError(f"{what}: not a PEM certificate chain", check=what,
-                                        actual=str(exc)) from None
+            raise CollateralFormatError(
+                f"{what}: not a PEM certificate chain", check=what, actual=str(exc)
+            ) from None
         return cls(tuple(c.public_bytes(Encoding.DER) for c in certificates))
 
     def to_pem(self) -> str:
@@ -231,15 +234,20 @@ class RevocationList:
         try:
             crl = x509.load_der_x509_crl(self.der)
             revoked = frozenset(entry.serial_number for entry in crl)
-        except ValueError as exc:
+            issuer, this_update, next_update = crl.issuer, crl.last_update_utc, crl.next_update_utc
+        except (ValueError, *X509_PARSE_ERRORS) as exc:
             raise CollateralFormatError("malformed CRL", check="crl", actual=str(exc)) from None
-        if crl.next_update_utc is None:
-            raise CollateralFormatError("CRL without nextUpdate", check="crl.next_update",
-                                        expected="a time", actual="absent")
+        if next_update is None:
+            raise CollateralFormatError(
+                "CRL without nextUpdate",
+                check="crl.next_update",
+                expected="a time",
+                actual="absent",
+            )
         object.__setattr__(self, "crl", crl)
-        object.__setattr__(self, "issuer", crl.issuer)
-        object.__setattr__(self, "this_update", crl.last_update_utc)
-        object.__setattr__(self, "next_update", crl.next_update_utc)
+        object.__setattr__(self, "issuer", issuer)
+        object.__setattr__(self, "this_update", this_update)
+        object.__setattr__(self, "next_update", next_update)
         object.__setattr__(self, "revoked_serials", revoked)
 
     @property
@@ -322,32 +330,50 @@ def collateral_from_bundle_json(text: str | bytes) -> Collateral:
     """Load format (a): a dcap-qvl `QuoteCollateralV3` JSON bundle. Unknown keys are an error."""
     bundle = _load_json(_text(text, "bundle"), "bundle")
     if not isinstance(bundle, dict):
-        raise CollateralFormatError("bundle must be a JSON object", check="bundle",
-                                    expected="object", actual=type(bundle).__name__)
+        raise CollateralFormatError(
+            "bundle must be a JSON object",
+            check="bundle",
+            expected="object",
+            actual=type(bundle).__name__,
+        )
     unknown = sorted(set(bundle) - set(BUNDLE_KEYS))
     missing = [key for key in BUNDLE_KEYS if key not in bundle]
     if unknown or missing:
-        raise CollateralFormatError("bundle keys do not match QuoteCollateralV3", check="bundle.keys",
-                                    expected=list(BUNDLE_KEYS),
-                                    actual=f"unknown {unknown}, missing {missing}")
+        raise CollateralFormatError(
+            "bundle keys do not match QuoteCollateralV3",
+            check="bundle.keys",
+            expected=list(BUNDLE_KEYS),
+            actual=f"unknown {unknown}, missing {missing}",
+        )
     for key in BUNDLE_KEYS:
         if not isinstance(bundle[key], str):
-            raise CollateralFormatError(f"bundle.{key} must be a string", check=f"bundle.{key}",
-                                        expected="string", actual=type(bundle[key]).__name__)
+            raise CollateralFormatError(
+                f"bundle.{key} must be a string",
+                check=f"bundle.{key}",
+                expected="string",
+                actual=type(bundle[key]).__name__,
+            )
     return Collateral(
-        tcb_info=SignedTcbInfo(bundle["tcb_info"], _hex(bundle["tcb_info_signature"],
-                                                        "bundle.tcb_info_signature")),
-        tcb_info_issuer_chain=CertificateChain.from_pem(bundle["tcb_info_issuer_chain"],
-                                                        "bundle.tcb_info_issuer_chain"),
-        qe_identity=SignedQeIdentity(bundle["qe_identity"], _hex(bundle["qe_identity_signature"],
-                                                                 "bundle.qe_identity_signature")),
-        qe_identity_issuer_chain=CertificateChain.from_pem(bundle["qe_identity_issuer_chain"],
-                                                           "bundle.qe_identity_issuer_chain"),
+        tcb_info=SignedTcbInfo(
+            bundle["tcb_info"], _hex(bundle["tcb_info_signature"], "bundle.tcb_info_signature")
+        ),
+        tcb_info_issuer_chain=CertificateChain.from_pem(
+            bundle["tcb_info_issuer_chain"], "bundle.tcb_info_issuer_chain"
+        ),
+        qe_identity=SignedQeIdentity(
+            bundle["qe_identity"],
+            _hex(bundle["qe_identity_signature"], "bundle.qe_identity_signature"),
+        ),
+        qe_identity_issuer_chain=CertificateChain.from_pem(
+            bundle["qe_identity_issuer_chain"], "bundle.qe_identity_issuer_chain"
+        ),
         pck_crl=_revocation_list(_hex(bundle["pck_crl"], "bundle.pck_crl"), "bundle.pck_crl"),
-        pck_crl_issuer_chain=CertificateChain.from_pem(bundle["pck_crl_issuer_chain"],
-                                                       "bundle.pck_crl_issuer_chain"),
-        root_ca_crl=_revocation_list(_hex(bundle["root_ca_crl"], "bundle.root_ca_crl"),
-                                     "bundle.root_ca_crl"),
+        pck_crl_issuer_chain=CertificateChain.from_pem(
+            bundle["pck_crl_issuer_chain"], "bundle.pck_crl_issuer_chain"
+        ),
+        root_ca_crl=_revocation_list(
+            _hex(bundle["root_ca_crl"], "bundle.root_ca_crl"), "bundle.root_ca_crl"
+        ),
     )
 
 
@@ -375,7 +401,9 @@ def collateral_from_pcs_responses(
         tcb_info=SignedTcbInfo(tcb_text, tcb_signature),
         tcb_info_issuer_chain=_header_chain(tcb_info_issuer_chain, "tcb_info_issuer_chain"),
         qe_identity=SignedQeIdentity(qe_text, qe_signature),
-        qe_identity_issuer_chain=_header_chain(qe_identity_issuer_chain, "qe_identity_issuer_chain"),
+        qe_identity_issuer_chain=_header_chain(
+            qe_identity_issuer_chain, "qe_identity_issuer_chain"
+        ),
         pck_crl=_revocation_list(_crl_der(pck_crl, "pck_crl"), "pck_crl"),
         pck_crl_issuer_chain=_header_chain(pck_crl_issuer_chain, "pck_crl_issuer_chain"),
         root_ca_crl=_revocation_list(_crl_der(root_ca_crl, "root_ca_crl"), "root_ca_crl"),
@@ -387,8 +415,12 @@ def collateral_from_pcs_directory(directory: Path, *, fmspc: str, pck_ca: str) -
     `qe_identity.json` (+ `_chain.txt`), `pck_crl_<pck_ca>.crl` (+ `_chain.txt`), `root_ca.crl`.
     `pck_ca` is "platform" or "processor" (see `PCK_CA_BY_ISSUER_CN`)."""
     if pck_ca not in PCK_CA_BY_ISSUER_CN.values():
-        raise CollateralFormatError("unknown PCK CA", check="pck_ca",
-                                    expected=sorted(PCK_CA_BY_ISSUER_CN.values()), actual=pck_ca)
+        raise CollateralFormatError(
+            "unknown PCK CA",
+            check="pck_ca",
+            expected=sorted(PCK_CA_BY_ISSUER_CN.values()),
+            actual=pck_ca,
+        )
     fmspc = fmspc.lower()
 
     def read(name: str) -> bytes:
@@ -396,8 +428,9 @@ def collateral_from_pcs_directory(directory: Path, *, fmspc: str, pck_ca: str) -
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise CollateralFormatError(f"cannot read {path}", check=name,
-                                        actual=exc.strerror) from None
+            raise CollateralFormatError(
+                f"cannot read {path}", check=name, actual=exc.strerror
+            ) from None
 
     return collateral_from_pcs_responses(
         tcb_info_body=read(f"tcb_info_{fmspc}.json"),
@@ -411,11 +444,15 @@ def collateral_from_pcs_directory(directory: Path, *, fmspc: str, pck_ca: str) -
 
 
 def pck_ca_of(pck_certificate: x509.Certificate) -> str:
-    """"platform" or "processor": which PCK CRL covers this PCK certificate."""
+    """ "platform" or "processor": which PCK CRL covers this PCK certificate."""
     issuer_cn = common_name(pck_certificate.issuer)
     if issuer_cn not in PCK_CA_BY_ISSUER_CN:
-        raise CollateralFormatError("PCK certificate issued by an unknown CA", check="pck.issuer_cn",
-                                    expected=sorted(PCK_CA_BY_ISSUER_CN), actual=issuer_cn)
+        raise CollateralFormatError(
+            "PCK certificate issued by an unknown CA",
+            check="pck.issuer_cn",
+            expected=sorted(PCK_CA_BY_ISSUER_CN),
+            actual=issuer_cn,
+        )
     return PCK_CA_BY_ISSUER_CN[issuer_cn]
 
 
@@ -428,7 +465,9 @@ def _parse_tcb_info(doc: Any) -> TcbInfo:
     tcb_id = _get(obj, "id", str, path)
     tdx_module = None
     if "tdxModule" in obj:
-        tdx_module = _tdx_module(_object(obj["tdxModule"], f"{path}.tdxModule"), f"{path}.tdxModule")
+        tdx_module = _tdx_module(
+            _object(obj["tdxModule"], f"{path}.tdxModule"), f"{path}.tdxModule"
+        )
     identities = None
     if "tdxModuleIdentities" in obj:
         identities = tuple(
@@ -440,8 +479,9 @@ def _parse_tcb_info(doc: Any) -> TcbInfo:
         for i, item in enumerate(_get(obj, "tcbLevels", list, path))
     )
     if not levels:
-        raise CollateralFormatError("tcbInfo has no TCB levels", check=f"{path}.tcbLevels",
-                                    expected=">= 1 level", actual=0)
+        raise CollateralFormatError(
+            "tcbInfo has no TCB levels", check=f"{path}.tcbLevels", expected=">= 1 level", actual=0
+        )
     return TcbInfo(
         id=tcb_id,
         version=_get(obj, "version", int, path),
@@ -499,15 +539,18 @@ def _identity_levels(obj: dict, path: str) -> tuple[IdentityTcbLevel, ...]:
         level_path = f"{path}.tcbLevels[{i}]"
         level = _object(item, level_path)
         tcb = _object(_get(level, "tcb", dict, level_path), f"{level_path}.tcb")
-        levels.append(IdentityTcbLevel(
-            isv_svn=_svn(tcb, "isvsvn", f"{level_path}.tcb", 0xFFFF),
-            tcb_date=_time(level, "tcbDate", level_path),
-            tcb_status=_status(level, level_path, IDENTITY_TCB_STATUSES),
-            advisory_ids=_advisory_ids(level, level_path),
-        ))
+        levels.append(
+            IdentityTcbLevel(
+                isv_svn=_svn(tcb, "isvsvn", f"{level_path}.tcb", 0xFFFF),
+                tcb_date=_time(level, "tcbDate", level_path),
+                tcb_status=_status(level, level_path, IDENTITY_TCB_STATUSES),
+                advisory_ids=_advisory_ids(level, level_path),
+            )
+        )
     if not levels:
-        raise CollateralFormatError("identity has no TCB levels", check=f"{path}.tcbLevels",
-                                    expected=">= 1 level", actual=0)
+        raise CollateralFormatError(
+            "identity has no TCB levels", check=f"{path}.tcbLevels", expected=">= 1 level", actual=0
+        )
     return tuple(levels)
 
 
@@ -535,38 +578,54 @@ def _parse_qe_identity(doc: Any) -> QeIdentity:
 
 def _object(value: Any, path: str) -> dict:
     if not isinstance(value, dict):
-        raise CollateralFormatError(f"{path} must be an object", check=path, expected="object",
-                                    actual=type(value).__name__)
+        raise CollateralFormatError(
+            f"{path} must be an object", check=path, expected="object", actual=type(value).__name__
+        )
     return value
 
 
 def _get(obj: dict, key: str, kind: type, path: str) -> Any:
     if key not in obj:
-        raise CollateralFormatError(f"{path}.{key} is missing", check=f"{path}.{key}",
-                                    expected=kind.__name__, actual="absent")
+        raise CollateralFormatError(
+            f"{path}.{key} is missing",
+            check=f"{path}.{key}",
+            expected=kind.__name__,
+            actual="absent",
+        )
     value = obj[key]
     # JSON true/false are ints in Python; an SVN or version must never be a boolean.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CollateralFormatError(f"{path}.{key} has the wrong type", check=f"{path}.{key}",
-                                    expected=kind.__name__, actual=type(value).__name__)
+        raise CollateralFormatError(
+            f"{path}.{key} has the wrong type",
+            check=f"{path}.{key}",
+            expected=kind.__name__,
+            actual=type(value).__name__,
+        )
     return value
 
 
 def _svn(obj: dict, key: str, path: str, high: int) -> int:
     value = _get(obj, key, int, path)
     if not 0 <= value <= high:
-        raise CollateralFormatError(f"{path}.{key} out of range", check=f"{path}.{key}",
-                                    expected=f"0..{high}", actual=value)
+        raise CollateralFormatError(
+            f"{path}.{key} out of range", check=f"{path}.{key}", expected=f"0..{high}", actual=value
+        )
     return value
 
 
 def _components(tcb: dict, key: str, path: str) -> tuple[int, ...]:
     items = _get(tcb, key, list, path)
     if len(items) != TCB_COMPONENT_COUNT:
-        raise CollateralFormatError(f"{path}.{key} must list 16 components", check=f"{path}.{key}",
-                                    expected=TCB_COMPONENT_COUNT, actual=len(items))
-    return tuple(_svn(_object(item, f"{path}.{key}[{i}]"), "svn", f"{path}.{key}[{i}]", 0xFF)
-                 for i, item in enumerate(items))
+        raise CollateralFormatError(
+            f"{path}.{key} must list 16 components",
+            check=f"{path}.{key}",
+            expected=TCB_COMPONENT_COUNT,
+            actual=len(items),
+        )
+    return tuple(
+        _svn(_object(item, f"{path}.{key}[{i}]"), "svn", f"{path}.{key}[{i}]", 0xFF)
+        for i, item in enumerate(items)
+    )
 
 
 def _status(obj: dict, path: str, allowed: frozenset[TcbStatus]) -> TcbStatus:
@@ -576,9 +635,12 @@ def _status(obj: dict, path: str, allowed: frozenset[TcbStatus]) -> TcbStatus:
     except ValueError:
         status = None
     if status not in allowed:
-        raise CollateralFormatError(f"{path}.tcbStatus is not a known status",
-                                    check=f"{path}.tcbStatus",
-                                    expected=sorted(s.value for s in allowed), actual=text)
+        raise CollateralFormatError(
+            f"{path}.tcbStatus is not a known status",
+            check=f"{path}.tcbStatus",
+            expected=sorted(s.value for s in allowed),
+            actual=text,
+        )
     return status
 
 
@@ -587,28 +649,38 @@ def _advisory_ids(obj: dict, path: str) -> tuple[str, ...]:
         return ()
     ids = _get(obj, "advisoryIDs", list, path)
     if not all(isinstance(i, str) for i in ids):
-        raise CollateralFormatError(f"{path}.advisoryIDs must be strings",
-                                    check=f"{path}.advisoryIDs")
+        raise CollateralFormatError(
+            f"{path}.advisoryIDs must be strings", check=f"{path}.advisoryIDs"
+        )
     return tuple(ids)
 
 
 def _time(obj: dict, key: str, path: str) -> datetime:
     text = _get(obj, key, str, path)
     if not _TIME_PATTERN.fullmatch(text):
-        raise CollateralFormatError(f"{path}.{key} is not a UTC time", check=f"{path}.{key}",
-                                    expected="YYYY-MM-DDTHH:MM:SSZ", actual=text)
+        raise CollateralFormatError(
+            f"{path}.{key} is not a UTC time",
+            check=f"{path}.{key}",
+            expected="YYYY-MM-DDTHH:MM:SSZ",
+            actual=text,
+        )
     try:
         return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        raise CollateralFormatError(f"{path}.{key} is not a valid date", check=f"{path}.{key}",
-                                    actual=text) from None
+        raise CollateralFormatError(
+            f"{path}.{key} is not a valid date", check=f"{path}.{key}", actual=text
+        ) from None
 
 
 def _hex_field(obj: dict, key: str, path: str, size: int) -> bytes:
     value = _hex(_get(obj, key, str, path), f"{path}.{key}")
     if len(value) != size:
-        raise CollateralFormatError(f"{path}.{key} has the wrong size", check=f"{path}.{key}",
-                                    expected=f"{size} bytes", actual=len(value))
+        raise CollateralFormatError(
+            f"{path}.{key} has the wrong size",
+            check=f"{path}.{key}",
+            expected=f"{size} bytes",
+            actual=len(value),
+        )
     return value
 
 
@@ -618,15 +690,19 @@ def _hex(text: str, what: str) -> bytes:
             raise ValueError(text[:32])
         return bytes.fromhex(text)
     except (TypeError, ValueError):
-        raise CollateralFormatError(f"{what} is not hex", check=what, expected="hex string",
-                                    actual=repr(text)[:40]) from None
+        raise CollateralFormatError(
+            f"{what} is not hex", check=what, expected="hex string", actual=repr(text)[:40]
+        ) from None
 
 
 def _check_signature(signature: bytes, what: str) -> None:
     if not isinstance(signature, bytes) or len(signature) != ECDSA_SIGNATURE_SIZE:
-        raise CollateralFormatError(f"{what} must be a 64-byte r||s signature", check=what,
-                                    expected=ECDSA_SIGNATURE_SIZE,
-                                    actual=len(signature) if isinstance(signature, bytes) else None)
+        raise CollateralFormatError(
+            f"{what} must be a 64-byte r||s signature",
+            check=what,
+            expected=ECDSA_SIGNATURE_SIZE,
+            actual=len(signature) if isinstance(signature, bytes) else None,
+        )
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -644,15 +720,19 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
 
 def _load_json(text: str, what: str) -> Any:
     if not isinstance(text, str):
-        raise CollateralFormatError(f"{what} must be JSON text", check=what, expected="str",
-                                    actual=type(text).__name__)
+        raise CollateralFormatError(
+            f"{what} must be JSON text", check=what, expected="str", actual=type(text).__name__
+        )
     if len(text) > MAX_DOCUMENT_SIZE:
-        raise CollateralFormatError(f"{what} too large", check=what,
-                                    expected=f"<= {MAX_DOCUMENT_SIZE}", actual=len(text))
+        raise CollateralFormatError(
+            f"{what} too large", check=what, expected=f"<= {MAX_DOCUMENT_SIZE}", actual=len(text)
+        )
     try:
         return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        raise CollateralFormatError(f"{what} is not valid JSON", check=what, actual=str(exc)) from None
+        raise CollateralFormatError(
+            f"{what} is not valid JSON", check=what, actual=str(exc)
+        ) from None
 
 
 def _text(data: str | bytes, what: str) -> str:
@@ -666,6 +746,7 @@ def _text(data: str | bytes, what: str) -> str:
 
 def _member_texts(body: str, what: str) -> dict[str, str]:
     """The top-level members of a JSON object with the exact source text of each value."""
+
     def fail(reason: str) -> CollateralFormatError:
         return CollateralFormatError(f"{what}: {reason}", check=what)
 
@@ -708,16 +789,22 @@ def _signed_member(body: str | bytes, name: str, what: str) -> tuple[str, bytes]
     """(exact text of `name`, signature) from a PCS body `{"<name>": {...}, "signature": "hex"}`."""
     text = _text(body, what)
     if len(text) > MAX_DOCUMENT_SIZE:
-        raise CollateralFormatError(f"{what} too large", check=what,
-                                    expected=f"<= {MAX_DOCUMENT_SIZE}", actual=len(text))
+        raise CollateralFormatError(
+            f"{what} too large", check=what, expected=f"<= {MAX_DOCUMENT_SIZE}", actual=len(text)
+        )
     members = _member_texts(text, what)
     if set(members) != {name, "signature"}:
-        raise CollateralFormatError(f"{what}: unexpected members", check=what,
-                                    expected=[name, "signature"], actual=sorted(members))
+        raise CollateralFormatError(
+            f"{what}: unexpected members",
+            check=what,
+            expected=[name, "signature"],
+            actual=sorted(members),
+        )
     signature = _load_json(members["signature"], f"{what}.signature")
     if not isinstance(signature, str):
-        raise CollateralFormatError(f"{what}.signature must be a hex string",
-                                    check=f"{what}.signature")
+        raise CollateralFormatError(
+            f"{what}.signature must be a hex string", check=f"{what}.signature"
+        )
     return members[name], _hex(signature, f"{what}.signature")
 
 
@@ -736,8 +823,9 @@ def _crl_der(data: bytes | str, what: str) -> bytes:
         try:
             return x509.load_pem_x509_crl(stripped).public_bytes(Encoding.DER)
         except ValueError as exc:
-            raise CollateralFormatError(f"{what}: malformed PEM CRL", check=what,
-                                        actual=str(exc)) from None
+            raise CollateralFormatError(
+                f"{what}: malformed PEM CRL", check=what, actual=str(exc)
+            ) from None
     return _hex(_text(stripped, what), what)
 
 

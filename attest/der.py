@@ -6,7 +6,6 @@ BOOLEAN as 0x00/0xFF, no bytes left over. Anything else is a `FormatError` namin
 
 from __future__ import annotations
 
-
 from attest.errors import FormatError
 
 TAG_BOOLEAN = 0x01
@@ -35,43 +34,80 @@ def elements(data: bytes, what: str) -> list[Tlv]:
             raise FormatError(f"{what}: truncated element header", check=f"{what}.tlv")
         tag = data[pos]
         if tag & _HIGH_TAG_NUMBER == _HIGH_TAG_NUMBER:
-            raise FormatError(f"{what}: multi-byte tags are not used here", check=f"{what}.tag",
-                              actual=hex(tag))
+            raise FormatError(
+                f"{what}: multi-byte tags are not used here", check=f"{what}.tag", actual=hex(tag)
+            )
         length = data[pos + 1]
         pos += 2
         if length >= _LONG_LENGTH:
             count = length & 0x7F
             if count == 0 or count > _MAX_LENGTH_OCTETS or pos + count > size:
-                raise FormatError(f"{what}: bad length octets", check=f"{what}.length",
-                                  actual=hex(length))
+                raise FormatError(
+                    f"{what}: bad length octets", check=f"{what}.length", actual=hex(length)
+                )
             length = int.from_bytes(data[pos : pos + count], "big")
             # DER: the shortest form; long form only for lengths >= 128, no leading zero octet.
             if length < _LONG_LENGTH or data[pos] == 0:
-                raise FormatError(f"{what}: non-minimal length encoding", check=f"{what}.length",
-                                  actual=length)
+                raise FormatError(
+                    f"{what}: non-minimal length encoding", check=f"{what}.length", actual=length
+                )
             pos += count
         end = pos + length
         if end > size:
-            raise FormatError(f"{what}: element runs past the end", check=f"{what}.length",
-                              expected=f"<= {size - pos}", actual=length)
+            raise FormatError(
+                f"{what}: element runs past the end",
+                check=f"{what}.length",
+                expected=f"<= {size - pos}",
+                actual=length,
+            )
         out.append((tag, data[pos:end]))
         pos = end
     return out
+
+
+def oid_value_pair(data: bytes, what: str) -> tuple[bytes, Tlv]:
+    """The content of SEQUENCE {OBJECT IDENTIFIER, value}: the OID's octets and the value."""
+    # Fast path for short-form lengths (all of the SGX extension): the same result as the
+    # general path below, without building lists; anything else takes the general path.
+    size = len(data)
+    if size >= 4 and data[0] == TAG_OID and data[1] < _LONG_LENGTH:
+        at = 2 + data[1]
+        if (
+            at + 2 <= size
+            and data[at] & _HIGH_TAG_NUMBER != _HIGH_TAG_NUMBER
+            and data[at + 1] < _LONG_LENGTH
+            and at + 2 + data[at + 1] == size
+        ):
+            return data[2:at], (data[at], data[at + 2 :])
+    pair = elements(data, what)
+    if len(pair) != 2 or pair[0][0] != TAG_OID:
+        raise FormatError(
+            f"{what}: each entry must be SEQUENCE {{OID, value}}", check=f"{what}.entry"
+        )
+    return pair[0][1], pair[1]
 
 
 def single(data: bytes, tag: int, what: str) -> bytes:
     """The content of the one element that `data` must consist of, with the given tag."""
     found = elements(data, what)
     if len(found) != 1:
-        raise FormatError(f"{what}: expected exactly one element", check=f"{what}.length",
-                          expected=1, actual=len(found))
+        raise FormatError(
+            f"{what}: expected exactly one element",
+            check=f"{what}.length",
+            expected=1,
+            actual=len(found),
+        )
     return expect_tag(found[0], tag, what)
 
 
 def expect_tag(element: Tlv, tag: int, what: str) -> bytes:
     if element[0] != tag:
-        raise FormatError(f"{what}: unexpected element type", check=what, expected=hex(tag),
-                          actual=hex(element[0]))
+        raise FormatError(
+            f"{what}: unexpected element type",
+            check=what,
+            expected=hex(tag),
+            actual=hex(element[0]),
+        )
     return element[1]
 
 

@@ -27,8 +27,11 @@ class AttestError(Exception):
         self.check = check
         self.expected = expected
         self.actual = actual
-        shown = [f"{label} {_show(value)}" for label, value in (("expected", expected), ("actual", actual))
-                 if value is not None]
+        shown = [
+            f"{label} {_show(value)}"
+            for label, value in (("expected", expected), ("actual", actual))
+            if value is not None
+        ]
         super().__init__(f"{message} ({', '.join(shown)})" if shown else message)
 
     @property

@@ -18,7 +18,6 @@ from attest.der import (
     TAG_ENUMERATED,
     TAG_INTEGER,
     TAG_OCTET_STRING,
-    TAG_OID,
     TAG_SEQUENCE,
     Tlv,
     decode_boolean,
@@ -27,6 +26,7 @@ from attest.der import (
     elements,
     encode_oid,
     expect_tag,
+    oid_value_pair,
     single,
 )
 from attest.errors import FormatError
@@ -109,29 +109,51 @@ def pck_extension_of(certificate: x509.Certificate) -> PckExtension:
         )
     except x509.ExtensionNotFound:
         raise FormatError(
-            "PCK certificate has no SGX extension", check="pck.sgx_extension",
-            expected=SGX_EXTENSION_OID, actual="absent",
+            "PCK certificate has no SGX extension",
+            check="pck.sgx_extension",
+            expected=SGX_EXTENSION_OID,
+            actual="absent",
         ) from None
     value = extension.value
-    if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - cryptography never knows it
-        raise FormatError("SGX extension decoded by an unexpected handler", check="pck.sgx_extension")
+    if not isinstance(
+        value, x509.UnrecognizedExtension
+    ):  # pragma: no cover - cryptography never knows it
+        raise FormatError(
+            "SGX extension decoded by an unexpected handler", check="pck.sgx_extension"
+        )
     return parse_sgx_extension(value.value)
 
 
 def parse_sgx_extension(der: bytes) -> PckExtension:
     """Parse the DER value of the SGX extension (the content of the extnValue OCTET STRING)."""
-    entries = _arc_entries(single(der, TAG_SEQUENCE, "sgx_extension"), _SGX_PREFIX,
-                           "sgx_extension", allowed=range(PPID_ARC, CONFIGURATION_ARC + 1))
-    for required, name in ((PPID_ARC, "ppid"), (TCB_ARC, "tcb"), (PCE_ID_ARC, "pce_id"),
-                           (FMSPC_ARC, "fmspc"), (SGX_TYPE_ARC, "sgx_type")):
+    entries = _arc_entries(
+        single(der, TAG_SEQUENCE, "sgx_extension"),
+        _SGX_PREFIX,
+        "sgx_extension",
+        allowed=range(PPID_ARC, CONFIGURATION_ARC + 1),
+    )
+    for required, name in (
+        (PPID_ARC, "ppid"),
+        (TCB_ARC, "tcb"),
+        (PCE_ID_ARC, "pce_id"),
+        (FMSPC_ARC, "fmspc"),
+        (SGX_TYPE_ARC, "sgx_type"),
+    ):
         if required not in entries:
-            raise FormatError(f"SGX extension lacks {name}", check=f"sgx_extension.{name}",
-                              expected="present", actual="absent")
+            raise FormatError(
+                f"SGX extension lacks {name}",
+                check=f"sgx_extension.{name}",
+                expected="present",
+                actual="absent",
+            )
     sgx_type = _integer(entries[SGX_TYPE_ARC], TAG_ENUMERATED, "sgx_extension.sgx_type", 0, 2)
     platform_instance_id = None
     if PLATFORM_INSTANCE_ID_ARC in entries:
-        platform_instance_id = _octets(entries[PLATFORM_INSTANCE_ID_ARC],
-                                       "sgx_extension.platform_instance_id", PLATFORM_INSTANCE_ID_SIZE)
+        platform_instance_id = _octets(
+            entries[PLATFORM_INSTANCE_ID_ARC],
+            "sgx_extension.platform_instance_id",
+            PLATFORM_INSTANCE_ID_SIZE,
+        )
     configuration = None
     if CONFIGURATION_ARC in entries:
         configuration = _configuration(entries[CONFIGURATION_ARC])
@@ -148,12 +170,14 @@ def parse_sgx_extension(der: bytes) -> PckExtension:
 
 def _tcb(value: Tlv) -> PckTcb:
     what = "sgx_extension.tcb"
-    entries = _arc_entries(expect_tag(value, TAG_SEQUENCE, what), _TCB_PREFIX, what,
-                           allowed=range(1, CPUSVN_ARC + 1))
+    entries = _arc_entries(
+        expect_tag(value, TAG_SEQUENCE, what), _TCB_PREFIX, what, allowed=range(1, CPUSVN_ARC + 1)
+    )
     missing = sorted(set(range(1, CPUSVN_ARC + 1)) - entries.keys())
     if missing:
-        raise FormatError("TCB lacks components", check=what, expected="arcs 1..18",
-                          actual=f"missing {missing}")
+        raise FormatError(
+            "TCB lacks components", check=what, expected="arcs 1..18", actual=f"missing {missing}"
+        )
     components = tuple(
         _integer(entries[arc], TAG_INTEGER, f"{what}.comp{arc:02d}_svn", 0, SVN_MAX)
         for arc in range(1, SGX_TCB_COMPONENT_COUNT + 1)
@@ -167,8 +191,12 @@ def _tcb(value: Tlv) -> PckTcb:
 
 def _configuration(value: Tlv) -> PckConfiguration:
     what = "sgx_extension.configuration"
-    entries = _arc_entries(expect_tag(value, TAG_SEQUENCE, what), _CONFIGURATION_PREFIX, what,
-                           allowed=range(DYNAMIC_PLATFORM_ARC, SMT_ENABLED_ARC + 1))
+    entries = _arc_entries(
+        expect_tag(value, TAG_SEQUENCE, what),
+        _CONFIGURATION_PREFIX,
+        what,
+        allowed=range(DYNAMIC_PLATFORM_ARC, SMT_ENABLED_ARC + 1),
+    )
 
     def flag(arc: int, name: str) -> bool | None:
         if arc not in entries:
@@ -188,36 +216,40 @@ def _arc_entries(content: bytes, prefix: bytes, what: str, *, allowed: range) ->
     # Every arc used here is below 128, so `prefix`.N is the prefix's octets plus one octet N;
     # comparing octets (not dotted strings) is both stricter and faster.
     entries: dict[int, Tlv] = {}
-    for tag, pair_content in elements(content, what):
-        pair = elements(pair_content, what) if tag == TAG_SEQUENCE else ()
-        if len(pair) != 2 or pair[0][0] != TAG_OID:
-            raise FormatError(f"{what}: each entry must be SEQUENCE {{OID, value}}",
-                              check=f"{what}.entry")
-        oid = pair[0][1]
+    for element in elements(content, what):
+        oid, value = oid_value_pair(expect_tag(element, TAG_SEQUENCE, what), what)
         arc = oid[-1] if len(oid) == len(prefix) + 1 and oid.startswith(prefix) else -1
         if arc not in allowed:
             dotted = decode_oid(prefix, what)
-            raise FormatError(f"{what}: unknown element", check=f"{what}.oid",
-                              expected=f"{dotted}.{{{allowed.start}..{allowed.stop - 1}}}",
-                              actual=decode_oid(oid, f"{what}.oid"))
+            raise FormatError(
+                f"{what}: unknown element",
+                check=f"{what}.oid",
+                expected=f"{dotted}.{{{allowed.start}..{allowed.stop - 1}}}",
+                actual=decode_oid(oid, f"{what}.oid"),
+            )
         if arc in entries:
-            raise FormatError(f"{what}: duplicate element", check=f"{what}.oid",
-                              actual=f"{decode_oid(prefix, what)}.{arc}")
-        entries[arc] = pair[1]
+            raise FormatError(
+                f"{what}: duplicate element",
+                check=f"{what}.oid",
+                actual=f"{decode_oid(prefix, what)}.{arc}",
+            )
+        entries[arc] = value
     return entries
 
 
 def _octets(value: Tlv, field: str, size: int) -> bytes:
     content = expect_tag(value, TAG_OCTET_STRING, field)
     if len(content) != size:
-        raise FormatError(f"{field} has the wrong size", check=field, expected=size,
-                          actual=len(content))
+        raise FormatError(
+            f"{field} has the wrong size", check=field, expected=size, actual=len(content)
+        )
     return content
 
 
 def _integer(value: Tlv, tag: int, field: str, low: int, high: int) -> int:
     number = decode_integer(expect_tag(value, tag, field), field)
     if not low <= number <= high:
-        raise FormatError(f"{field} out of range", check=field, expected=f"{low}..{high}",
-                          actual=number)
+        raise FormatError(
+            f"{field} out of range", check=field, expected=f"{low}..{high}", actual=number
+        )
     return number

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,7 +77,9 @@ def _hex_bytes(size: int):
             raise ValueError(f"expected {size} bytes ({2 * size} hex digits), got {len(raw)}")
         return raw
 
-    return Annotated[bytes, BeforeValidator(parse), PlainSerializer(lambda b: b.hex(), return_type=str)]
+    return Annotated[
+        bytes, BeforeValidator(parse), PlainSerializer(lambda b: b.hex(), return_type=str)
+    ]
 
 
 Measurement = _hex_bytes(MEASUREMENT_SIZE)
@@ -87,8 +89,17 @@ SafeStatus = Literal[tuple(s.value for s in SAFE_TCB_STATUSES)]  # type: ignore[
 UnsafeStatus = Literal[tuple(s.value for s in UNSAFE_TCB_STATUSES)]  # type: ignore[valid-type]
 
 # Allowlist fields of the policy, in check order.
-MEASUREMENT_FIELDS = ("mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_config_id", "mr_owner",
-                      "mr_owner_config", "xfam")
+MEASUREMENT_FIELDS = (
+    "mr_td",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mr_config_id",
+    "mr_owner",
+    "mr_owner_config",
+    "xfam",
+)
 
 
 def _measurements(body: TdReport) -> dict[str, bytes]:
@@ -104,7 +115,9 @@ def _measurements(body: TdReport) -> dict[str, bytes]:
 
 def _safe_statuses_only(value: Any) -> Any:
     items = value if isinstance(value, list | tuple) else ()
-    unsafe = {s.value for s in UNSAFE_TCB_STATUSES} & {item for item in items if isinstance(item, str)}
+    unsafe = {s.value for s in UNSAFE_TCB_STATUSES} & {
+        item for item in items if isinstance(item, str)
+    }
     if unsafe:
         raise ValueError(f"{sorted(unsafe)} may only be listed in unsafe_allowed_tcb_statuses")
     return value
@@ -126,9 +139,9 @@ class Policy(BaseModel):
     xfam: tuple[Xfam, ...] | None = None
     report_data: ReportData | None = None
 
-    allowed_tcb_statuses: Annotated[tuple[SafeStatus, ...], BeforeValidator(_safe_statuses_only)] = (
-        TcbStatus.UP_TO_DATE.value,
-    )
+    allowed_tcb_statuses: Annotated[
+        tuple[SafeStatus, ...], BeforeValidator(_safe_statuses_only)
+    ] = (TcbStatus.UP_TO_DATE.value,)
     unsafe_allowed_tcb_statuses: tuple[UnsafeStatus, ...] = ()
     allowed_advisory_ids: tuple[StrictStr, ...] = ()
     unsafe_allow_any_advisory: StrictBool = False
@@ -142,30 +155,37 @@ class Policy(BaseModel):
     def from_mapping(cls, data: Any, *, source: str = "policy") -> Policy:
         """Validate a mapping (parsed TOML or JSON); errors name the field."""
         if not isinstance(data, dict):
-            raise PolicyFormatError(f"{source}: a policy is a table/object", check=source,
-                                    expected="object", actual=type(data).__name__)
+            raise PolicyFormatError(
+                f"{source}: a policy is a table/object",
+                check=source,
+                expected="object",
+                actual=type(data).__name__,
+            )
         try:
             return cls.model_validate(data)
         except PydanticValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or source
-            raise PolicyFormatError(f"{source}: {field}: {first['msg']}", check=field,
-                                    actual=_short(first.get("input"))) from None
+            raise PolicyFormatError(
+                f"{source}: {field}: {first['msg']}", check=field, actual=_short(first.get("input"))
+            ) from None
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "policy") -> Policy:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyFormatError(f"{source}: not valid TOML: {exc}", check=source) from None
-        return cls.from_mapping(data, source=source)
+        return cls._from_text(text, tomllib.loads, tomllib.TOMLDecodeError, "TOML", source)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "policy") -> Policy:
+        return cls._from_text(text, json.loads, json.JSONDecodeError, "JSON", source)
+
+    @classmethod
+    def _from_text(
+        cls, text: str, loads: Any, error: type[Exception], kind: str, source: str
+    ) -> Policy:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PolicyFormatError(f"{source}: not valid JSON: {exc}", check=source) from None
+            data = loads(text)
+        except error as exc:
+            raise PolicyFormatError(f"{source}: not valid {kind}: {exc}", check=source) from None
         return cls.from_mapping(data, source=source)
 
     def with_report_data(self, report_data: bytes) -> Policy:
@@ -178,23 +198,26 @@ def load_policy(path: Path) -> Policy:
     path = Path(path)
     loaders = {".toml": Policy.from_toml, ".json": Policy.from_json}
     if path.suffix not in loaders:
-        raise PolicyFormatError("policy file must be .toml or .json", check="policy.path",
-                                expected=sorted(loaders), actual=path.suffix or "no suffix")
+        raise PolicyFormatError(
+            "policy file must be .toml or .json",
+            check="policy.path",
+            expected=sorted(loaders),
+            actual=path.suffix or "no suffix",
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyFormatError(f"cannot read policy file {path}: {exc}", check="policy.path") from None
+        raise PolicyFormatError(
+            f"cannot read policy file {path}: {exc}", check="policy.path"
+        ) from None
     return loaders[path.suffix](text, source=str(path))
 
 
-class CheckOutcome(str, Enum):
+class CheckOutcome(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     NOT_PINNED = "not_pinned"
     UNSAFE_ALLOWED = "unsafe_allowed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -205,8 +228,12 @@ class PolicyCheck:
     outcome: CheckOutcome
 
     def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "expected": self.expected, "actual": self.actual,
-                "outcome": self.outcome.value}
+        return {
+            "name": self.name,
+            "expected": self.expected,
+            "actual": self.actual,
+            "outcome": self.outcome.value,
+        }
 
 
 @dataclass(frozen=True)
@@ -231,31 +258,61 @@ def validate(verified: VerifiedQuote, policy: Policy) -> PolicyOutcome:
     checks: list[PolicyCheck] = []
 
     def flag(name: str, ok: bool, expected: str, actual: str, relaxed: bool) -> None:
-        outcome = CheckOutcome.PASSED if ok else (
-            CheckOutcome.UNSAFE_ALLOWED if relaxed else CheckOutcome.FAILED)
+        outcome = (
+            CheckOutcome.PASSED
+            if ok
+            else (CheckOutcome.UNSAFE_ALLOWED if relaxed else CheckOutcome.FAILED)
+        )
         checks.append(PolicyCheck(name, expected, actual, outcome))
 
     # 1. TD attributes.
-    flag("td_attributes.debug", not attributes & TD_ATTRIBUTES_TUD_MASK, "no TUD bits (not a debug TD)",
-         f"{attributes & TD_ATTRIBUTES_TUD_MASK:#04x}", policy.unsafe_allow_debug)
+    flag(
+        "td_attributes.debug",
+        not attributes & TD_ATTRIBUTES_TUD_MASK,
+        "no TUD bits (not a debug TD)",
+        f"{attributes & TD_ATTRIBUTES_TUD_MASK:#04x}",
+        policy.unsafe_allow_debug,
+    )
     reserved = attributes & ~TD_ATTRIBUTES_KNOWN
-    flag("td_attributes.reserved", not reserved, "no reserved bits", f"{reserved:#018x}",
-         policy.unsafe_allow_reserved_td_attributes)
-    flag("td_attributes.sept_ve_disable", bool(attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE), "set",
-         "set" if attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE else "clear", policy.unsafe_allow_sept_ve)
+    flag(
+        "td_attributes.reserved",
+        not reserved,
+        "no reserved bits",
+        f"{reserved:#018x}",
+        policy.unsafe_allow_reserved_td_attributes,
+    )
+    flag(
+        "td_attributes.sept_ve_disable",
+        bool(attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE),
+        "set",
+        "set" if attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE else "clear",
+        policy.unsafe_allow_sept_ve,
+    )
     if body.mr_service_td is None:
-        checks.append(PolicyCheck("mr_service_td", "zero", "absent (TD report 1.0)", CheckOutcome.PASSED))
+        checks.append(
+            PolicyCheck("mr_service_td", "zero", "absent (TD report 1.0)", CheckOutcome.PASSED)
+        )
     else:
-        flag("mr_service_td", body.mr_service_td == bytes(len(body.mr_service_td)), "zero",
-             body.mr_service_td.hex(), policy.unsafe_allow_service_td)
+        flag(
+            "mr_service_td",
+            body.mr_service_td == bytes(len(body.mr_service_td)),
+            "zero",
+            body.mr_service_td.hex(),
+            policy.unsafe_allow_service_td,
+        )
 
     # 2. TCB status and advisories.
     status = verified.tcb_status.value
     safe, unsafe = set(policy.allowed_tcb_statuses), set(policy.unsafe_allowed_tcb_statuses)
     flag("tcb_status", status in safe, f"one of {sorted(safe)}", status, status in unsafe)
     unknown = [a for a in verified.advisory_ids if a not in policy.allowed_advisory_ids]
-    flag("advisory_ids", not unknown, f"only {sorted(policy.allowed_advisory_ids)}",
-         ", ".join(verified.advisory_ids) or "none", policy.unsafe_allow_any_advisory)
+    flag(
+        "advisory_ids",
+        not unknown,
+        f"only {sorted(policy.allowed_advisory_ids)}",
+        ", ".join(verified.advisory_ids) or "none",
+        policy.unsafe_allow_any_advisory,
+    )
 
     # 3. Measurements: allowlists, or explicitly not pinned.
     measurements = _measurements(body)
@@ -264,28 +321,52 @@ def validate(verified: VerifiedQuote, policy: Policy) -> PolicyOutcome:
         if allowed is None:
             checks.append(PolicyCheck(field, "not pinned", actual.hex(), CheckOutcome.NOT_PINNED))
         else:
-            checks.append(PolicyCheck(field, _one_of(allowed), actual.hex(),
-                                      CheckOutcome.PASSED if actual in allowed else CheckOutcome.FAILED))
+            checks.append(
+                PolicyCheck(
+                    field,
+                    _one_of(allowed),
+                    actual.hex(),
+                    CheckOutcome.PASSED if actual in allowed else CheckOutcome.FAILED,
+                )
+            )
 
     # 4. REPORTDATA.
     if policy.report_data is None:
-        checks.append(PolicyCheck("report_data", "not pinned", body.report_data.hex(),
-                                  CheckOutcome.NOT_PINNED))
+        checks.append(
+            PolicyCheck(
+                "report_data", "not pinned", body.report_data.hex(), CheckOutcome.NOT_PINNED
+            )
+        )
     else:
         ok = body.report_data == policy.report_data
-        checks.append(PolicyCheck("report_data", policy.report_data.hex(), body.report_data.hex(),
-                                  CheckOutcome.PASSED if ok else CheckOutcome.FAILED))
+        checks.append(
+            PolicyCheck(
+                "report_data",
+                policy.report_data.hex(),
+                body.report_data.hex(),
+                CheckOutcome.PASSED if ok else CheckOutcome.FAILED,
+            )
+        )
 
     failed = [c for c in checks if c.outcome is CheckOutcome.FAILED]
     if failed:
         first = failed[0]
-        raise PolicyError(f"policy rejects the quote: {first.name}", check=first.name,
-                          expected=first.expected, actual=first.actual, checks=tuple(checks))
+        raise PolicyError(
+            f"policy rejects the quote: {first.name}",
+            check=first.name,
+            expected=first.expected,
+            actual=first.actual,
+            checks=tuple(checks),
+        )
     return PolicyOutcome(tuple(checks))
 
 
 def _one_of(values: tuple[bytes, ...]) -> str:
-    return "one of [" + ", ".join(v.hex() for v in values) + "]" if values else "nothing (empty allowlist)"
+    return (
+        "one of [" + ", ".join(v.hex() for v in values) + "]"
+        if values
+        else "nothing (empty allowlist)"
+    )
 
 
 def _short(value: Any) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -147,16 +148,80 @@ def _take(data: bytes, span: Span, base: int = 0) -> bytes:
 
 
 def _require_size(owner: str, name: str, value: bytes, size: int) -> None:
-    if not isinstance(value, bytes) or len(value) != size:
+    if type(value) is not bytes or len(value) != size:
         actual = len(value) if isinstance(value, bytes) else type(value).__name__
-        raise FormatError(f"{owner}.{name} has the wrong size", check=f"{owner}.{name}",
-                          expected=size, actual=actual)
+        raise FormatError(
+            f"{owner}.{name} has the wrong size",
+            check=f"{owner}.{name}",
+            expected=size,
+            actual=actual,
+        )
 
 
-def _require_uint(owner: str, name: str, value: int, size: int) -> None:
-    if not isinstance(value, int) or not 0 <= value < 1 << (8 * size):
-        raise FormatError(f"{owner}.{name} out of range", check=f"{owner}.{name}",
-                          expected=f"u{8 * size}", actual=value)
+_UINT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+class _Layout:
+    """A fixed-size structure described by (attribute, span, is_integer) rows: packs and unpacks
+    it with one `struct` call and checks the sizes and ranges of field values."""
+
+    def __init__(self, owner: str, fields: tuple[tuple[str, Span, bool], ...], size: int) -> None:
+        offset = 0
+        for name, span, _ in fields:
+            if span.offset != offset:
+                raise AssertionError(f"{owner}.{name}: layout gap or overlap at {offset}")
+            offset = span.end
+        if offset != size:
+            raise AssertionError(f"{owner}: layout covers {offset} of {size} bytes")
+        self.owner = owner
+        self.fields = fields
+        self.names = tuple(name for name, _, _ in fields)
+        self._struct = struct.Struct(
+            "<"
+            + "".join(
+                _UINT_FORMATS[span.size] if is_integer else f"{span.size}s"
+                for _, span, is_integer in fields
+            )
+        )
+
+    def unpack(self, data: bytes, offset: int = 0) -> tuple:
+        return self._struct.unpack_from(data, offset)
+
+    def pack(self, values: tuple) -> bytes:
+        return self._struct.pack(*values)
+
+    def check(self, values: tuple) -> None:
+        for (name, span, is_integer), value in zip(self.fields, values, strict=True):
+            if is_integer:
+                if type(value) is not int or not 0 <= value < 1 << (8 * span.size):
+                    raise FormatError(
+                        f"{self.owner}.{name} out of range",
+                        check=f"{self.owner}.{name}",
+                        expected=f"u{8 * span.size}",
+                        actual=value,
+                    )
+            elif type(value) is not bytes or len(value) != span.size:
+                actual = len(value) if isinstance(value, bytes) else type(value).__name__
+                raise FormatError(
+                    f"{self.owner}.{name} has the wrong size",
+                    check=f"{self.owner}.{name}",
+                    expected=span.size,
+                    actual=actual,
+                )
+
+
+_HEADER = _Layout(
+    "header",
+    (
+        ("version", HEADER_VERSION, True),
+        ("att_key_type", HEADER_ATT_KEY_TYPE, True),
+        ("tee_type", HEADER_TEE_TYPE, True),
+        ("reserved", HEADER_RESERVED, False),
+        ("qe_vendor_id", HEADER_QE_VENDOR_ID, False),
+        ("user_data", HEADER_USER_DATA, False),
+    ),
+    HEADER_SIZE,
+)
 
 
 @dataclass(frozen=True)
@@ -169,52 +234,55 @@ class QuoteHeader:
     user_data: bytes
 
     def __post_init__(self) -> None:
-        _require_uint("header", "version", self.version, HEADER_VERSION.size)
-        _require_uint("header", "att_key_type", self.att_key_type, HEADER_ATT_KEY_TYPE.size)
-        _require_uint("header", "tee_type", self.tee_type, HEADER_TEE_TYPE.size)
-        _require_size("header", "reserved", self.reserved, HEADER_RESERVED.size)
-        _require_size("header", "qe_vendor_id", self.qe_vendor_id, HEADER_QE_VENDOR_ID.size)
-        _require_size("header", "user_data", self.user_data, HEADER_USER_DATA.size)
+        _HEADER.check(self._values())
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> QuoteHeader:
-        return cls(
-            version=_le(data, HEADER_VERSION),
-            att_key_type=_le(data, HEADER_ATT_KEY_TYPE),
-            tee_type=_le(data, HEADER_TEE_TYPE),
-            reserved=_take(data, HEADER_RESERVED),
-            qe_vendor_id=_take(data, HEADER_QE_VENDOR_ID),
-            user_data=_take(data, HEADER_USER_DATA),
-        )
-
-    def to_bytes(self) -> bytes:
-        return b"".join((
-            self.version.to_bytes(HEADER_VERSION.size, "little"),
-            self.att_key_type.to_bytes(HEADER_ATT_KEY_TYPE.size, "little"),
-            self.tee_type.to_bytes(HEADER_TEE_TYPE.size, "little"),
+    def _values(self) -> tuple:
+        return (
+            self.version,
+            self.att_key_type,
+            self.tee_type,
             self.reserved,
             self.qe_vendor_id,
             self.user_data,
-        ))
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> QuoteHeader:
+        return cls(*_HEADER.unpack(data))
+
+    def to_bytes(self) -> bytes:
+        return _HEADER.pack(self._values())
 
 
-# (attribute, span) of the TD report body's fixed-size byte fields, in layout order.
-_TD_REPORT10_FIELDS: tuple[tuple[str, Span], ...] = (
-    ("tee_tcb_svn", TD_TEE_TCB_SVN),
-    ("mr_seam", TD_MR_SEAM),
-    ("mr_signer_seam", TD_MR_SIGNER_SEAM),
-    ("seam_attributes", TD_SEAM_ATTRIBUTES),
-    ("td_attributes", TD_ATTRIBUTES),
-    ("xfam", TD_XFAM),
-    ("mr_td", TD_MR_TD),
-    ("mr_config_id", TD_MR_CONFIG_ID),
-    ("mr_owner", TD_MR_OWNER),
-    ("mr_owner_config", TD_MR_OWNER_CONFIG),
+# The TD report body in layout order; the four RTMRs form `TdReport.rtmr`.
+_TD_REPORT10 = _Layout(
+    "td_report",
+    (
+        ("tee_tcb_svn", TD_TEE_TCB_SVN, False),
+        ("mr_seam", TD_MR_SEAM, False),
+        ("mr_signer_seam", TD_MR_SIGNER_SEAM, False),
+        ("seam_attributes", TD_SEAM_ATTRIBUTES, False),
+        ("td_attributes", TD_ATTRIBUTES, False),
+        ("xfam", TD_XFAM, False),
+        ("mr_td", TD_MR_TD, False),
+        ("mr_config_id", TD_MR_CONFIG_ID, False),
+        ("mr_owner", TD_MR_OWNER, False),
+        ("mr_owner_config", TD_MR_OWNER_CONFIG, False),
+        *((f"rtmr[{index}]", span, False) for index, span in enumerate(TD_RTMR)),
+        ("report_data", TD_REPORT_DATA, False),
+    ),
+    TD_REPORT10_SIZE,
 )
-_TD_REPORT15_FIELDS: tuple[tuple[str, Span], ...] = (
-    ("tee_tcb_svn2", TD_TEE_TCB_SVN2),
-    ("mr_service_td", TD_MR_SERVICE_TD),
+_TD_REPORT15 = _Layout(
+    "td_report",
+    (
+        *_TD_REPORT10.fields,
+        ("tee_tcb_svn2", TD_TEE_TCB_SVN2, False),
+        ("mr_service_td", TD_MR_SERVICE_TD, False),
+    ),
+    TD_REPORT15_SIZE,
 )
+_RTMR_SLICE = slice(10, 14)
 
 
 @dataclass(frozen=True)
@@ -238,20 +306,36 @@ class TdReport:
     mr_service_td: bytes | None = None
 
     def __post_init__(self) -> None:
-        for name, span in _TD_REPORT10_FIELDS:
-            _require_size("td_report", name, getattr(self, name), span.size)
-        if not isinstance(self.rtmr, tuple) or len(self.rtmr) != len(TD_RTMR):
-            raise FormatError("td_report.rtmr must be a 4-tuple", check="td_report.rtmr",
-                              expected=len(TD_RTMR), actual=len(self.rtmr))
-        for index, value in enumerate(self.rtmr):
-            _require_size("td_report", f"rtmr[{index}]", value, TD_RTMR[index].size)
-        _require_size("td_report", "report_data", self.report_data, TD_REPORT_DATA.size)
+        if type(self.rtmr) is not tuple or len(self.rtmr) != len(TD_RTMR):
+            raise FormatError(
+                "td_report.rtmr must be a 4-tuple",
+                check="td_report.rtmr",
+                expected=len(TD_RTMR),
+                actual=len(self.rtmr),
+            )
         if (self.tee_tcb_svn2 is None) != (self.mr_service_td is None):
-            raise FormatError("TD report 1.5 fields must be both set or both absent",
-                              check="td_report.tee_tcb_svn2")
-        if self.tee_tcb_svn2 is not None:
-            for name, span in _TD_REPORT15_FIELDS:
-                _require_size("td_report", name, getattr(self, name), span.size)
+            raise FormatError(
+                "TD report 1.5 fields must be both set or both absent",
+                check="td_report.tee_tcb_svn2",
+            )
+        (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).check(self._values())
+
+    def _values(self) -> tuple:
+        values = (
+            self.tee_tcb_svn,
+            self.mr_seam,
+            self.mr_signer_seam,
+            self.seam_attributes,
+            self.td_attributes,
+            self.xfam,
+            self.mr_td,
+            self.mr_config_id,
+            self.mr_owner,
+            self.mr_owner_config,
+            *self.rtmr,
+            self.report_data,
+        )
+        return values + (self.tee_tcb_svn2, self.mr_service_td) if self.is_td15 else values
 
     @property
     def is_td15(self) -> bool:
@@ -275,39 +359,39 @@ class TdReport:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, td15: bool) -> TdReport:
-        fields = {name: _take(data, span) for name, span in _TD_REPORT10_FIELDS}
-        if td15:
-            fields.update({name: _take(data, span) for name, span in _TD_REPORT15_FIELDS})
-        rtmr = tuple(_take(data, span) for span in TD_RTMR)
-        return cls(rtmr=rtmr, report_data=_take(data, TD_REPORT_DATA), **fields)  # type: ignore[arg-type]
+        values = (_TD_REPORT15 if td15 else _TD_REPORT10).unpack(data)
+        return cls(
+            *values[: _RTMR_SLICE.start],
+            tuple(values[_RTMR_SLICE]),  # type: ignore[arg-type]
+            *values[_RTMR_SLICE.stop :],
+        )
 
     def to_bytes(self) -> bytes:
-        parts = [getattr(self, name) for name, _ in _TD_REPORT10_FIELDS]
-        parts.extend(self.rtmr)
-        parts.append(self.report_data)
-        if self.is_td15:
-            parts.extend(getattr(self, name) for name, _ in _TD_REPORT15_FIELDS)
-        return b"".join(parts)
+        return (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).pack(self._values())
 
 
-# (attribute, span, is_integer) of the SGX report body, in layout order.
-_ENCLAVE_REPORT_FIELDS: tuple[tuple[str, Span, bool], ...] = (
-    ("cpu_svn", QE_CPU_SVN, False),
-    ("misc_select", QE_MISC_SELECT, True),
-    ("reserved1", QE_RESERVED1, False),
-    ("isv_ext_prod_id", QE_ISV_EXT_PROD_ID, False),
-    ("attributes", QE_ATTRIBUTES, False),
-    ("mr_enclave", QE_MR_ENCLAVE, False),
-    ("reserved2", QE_RESERVED2, False),
-    ("mr_signer", QE_MR_SIGNER, False),
-    ("reserved3", QE_RESERVED3, False),
-    ("config_id", QE_CONFIG_ID, False),
-    ("isv_prod_id", QE_ISV_PROD_ID, True),
-    ("isv_svn", QE_ISV_SVN, True),
-    ("config_svn", QE_CONFIG_SVN, True),
-    ("reserved4", QE_RESERVED4, False),
-    ("isv_family_id", QE_ISV_FAMILY_ID, False),
-    ("report_data", QE_REPORT_DATA, False),
+# The SGX report body in layout order.
+_ENCLAVE_REPORT = _Layout(
+    "qe_report",
+    (
+        ("cpu_svn", QE_CPU_SVN, False),
+        ("misc_select", QE_MISC_SELECT, True),
+        ("reserved1", QE_RESERVED1, False),
+        ("isv_ext_prod_id", QE_ISV_EXT_PROD_ID, False),
+        ("attributes", QE_ATTRIBUTES, False),
+        ("mr_enclave", QE_MR_ENCLAVE, False),
+        ("reserved2", QE_RESERVED2, False),
+        ("mr_signer", QE_MR_SIGNER, False),
+        ("reserved3", QE_RESERVED3, False),
+        ("config_id", QE_CONFIG_ID, False),
+        ("isv_prod_id", QE_ISV_PROD_ID, True),
+        ("isv_svn", QE_ISV_SVN, True),
+        ("config_svn", QE_CONFIG_SVN, True),
+        ("reserved4", QE_RESERVED4, False),
+        ("isv_family_id", QE_ISV_FAMILY_ID, False),
+        ("report_data", QE_REPORT_DATA, False),
+    ),
+    ENCLAVE_REPORT_SIZE,
 )
 
 
@@ -333,24 +417,17 @@ class EnclaveReport:
     report_data: bytes
 
     def __post_init__(self) -> None:
-        for name, span, is_integer in _ENCLAVE_REPORT_FIELDS:
-            if is_integer:
-                _require_uint("qe_report", name, getattr(self, name), span.size)
-            else:
-                _require_size("qe_report", name, getattr(self, name), span.size)
+        _ENCLAVE_REPORT.check(self._values())
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in _ENCLAVE_REPORT.names)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnclaveReport:
-        return cls(**{
-            name: _le(data, span) if is_integer else _take(data, span)
-            for name, span, is_integer in _ENCLAVE_REPORT_FIELDS
-        })
+        return cls(*_ENCLAVE_REPORT.unpack(data))
 
     def to_bytes(self) -> bytes:
-        return b"".join(
-            getattr(self, name).to_bytes(span.size, "little") if is_integer else getattr(self, name)
-            for name, span, is_integer in _ENCLAVE_REPORT_FIELDS
-        )
+        return _ENCLAVE_REPORT.pack(self._values())
 
 
 @dataclass(frozen=True)
@@ -363,8 +440,12 @@ class PckCertChain:
 
     def __post_init__(self) -> None:
         if not self.certificates:
-            raise FormatError("PCK certificate chain is empty", check="pck_cert_chain",
-                              expected=">= 1 certificate", actual=0)
+            raise FormatError(
+                "PCK certificate chain is empty",
+                check="pck_cert_chain",
+                expected=">= 1 certificate",
+                actual=0,
+            )
         for index, der in enumerate(self.certificates):
             _check_der_sequence(der, f"pck_cert_chain[{index}]")
 
@@ -377,31 +458,48 @@ class PckCertChain:
         while pos < len(text):
             index = len(certificates)
             if not text.startswith(PEM_BEGIN, pos):
-                raise FormatError("PCK chain: expected a PEM certificate block",
-                                  check=f"pck_cert_chain[{index}].begin", expected=PEM_BEGIN.decode(),
-                                  actual=repr(text[pos : pos + len(PEM_BEGIN)]))
+                raise FormatError(
+                    "PCK chain: expected a PEM certificate block",
+                    check=f"pck_cert_chain[{index}].begin",
+                    expected=PEM_BEGIN.decode(),
+                    actual=repr(text[pos : pos + len(PEM_BEGIN)]),
+                )
             end = text.find(PEM_END, pos)
             if end < 0:
-                raise FormatError("PCK chain: PEM block without END line",
-                                  check=f"pck_cert_chain[{index}].end")
-            body = text[pos + len(PEM_BEGIN) : end].replace(b"\n", b"")
+                raise FormatError(
+                    "PCK chain: PEM block without END line", check=f"pck_cert_chain[{index}].end"
+                )
+            lines = text[pos + len(PEM_BEGIN) : end]
+            body = lines.replace(b"\n", b"")
             try:
                 der = base64.b64decode(body, validate=True)
             except binascii.Error as exc:
-                raise FormatError("PCK chain: invalid base64", check=f"pck_cert_chain[{index}]",
-                                  actual=str(exc)) from None
+                raise FormatError(
+                    "PCK chain: invalid base64", check=f"pck_cert_chain[{index}]", actual=str(exc)
+                ) from None
             block_end = end + len(PEM_END)
-            # 1. Canonical PEM: re-encoding the certificate reproduces the block byte for byte.
-            if _pem_block(der) != text[pos:block_end]:
-                raise FormatError("PCK chain: PEM block is not canonical",
-                                  check=f"pck_cert_chain[{index}].pem",
-                                  expected="64-column base64, LF line ends")
+            # Canonical PEM, i.e. what `_pem_block(der)` gives, checked without rebuilding it:
+            # the base64 is the encoding of the certificate (no stray padding bits), and the
+            # only LFs end each 64-column line and the last line.
+            if (
+                base64.b64encode(der) != body
+                or not lines.endswith(b"\n")
+                or len(lines) - len(body) != -(-len(body) // PEM_LINE_LENGTH)
+                or lines[PEM_LINE_LENGTH :: PEM_LINE_LENGTH + 1].strip(b"\n")
+            ):
+                raise FormatError(
+                    "PCK chain: PEM block is not canonical",
+                    check=f"pck_cert_chain[{index}].pem",
+                    expected="64-column base64, LF line ends",
+                )
             certificates.append(der)
             pos = block_end
         return cls(tuple(certificates), nul_terminated)
 
     def to_bytes(self) -> bytes:
-        return b"".join(map(_pem_block, self.certificates)) + (b"\0" if self.nul_terminated else b"")
+        return b"".join(map(_pem_block, self.certificates)) + (
+            b"\0" if self.nul_terminated else b""
+        )
 
 
 def _pem_block(der: bytes) -> bytes:
@@ -428,36 +526,56 @@ class QeReportCertificationData:
     pck_cert_chain: PckCertChain
 
     def __post_init__(self) -> None:
-        _require_size("certification_data", "qe_report_signature", self.qe_report_signature,
-                      QE_REPORT_SIGNATURE.size)
+        _require_size(
+            "certification_data",
+            "qe_report_signature",
+            self.qe_report_signature,
+            QE_REPORT_SIGNATURE.size,
+        )
         if not isinstance(self.qe_auth_data, bytes) or len(self.qe_auth_data) >= 1 << 16:
-            raise FormatError("QE auth data too long", check="certification_data.qe_auth_data",
-                              expected="< 65536 bytes", actual=len(self.qe_auth_data))
+            raise FormatError(
+                "QE auth data too long",
+                check="certification_data.qe_auth_data",
+                expected="< 65536 bytes",
+                actual=len(self.qe_auth_data),
+            )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> QeReportCertificationData:
         what = "certification_data"
         if len(data) < QE_AUTH_DATA_OFFSET:
-            raise FormatError("QE report certification data is truncated", check=f"{what}.size",
-                              expected=f">= {QE_AUTH_DATA_OFFSET}", actual=len(data))
+            raise FormatError(
+                "QE report certification data is truncated",
+                check=f"{what}.size",
+                expected=f">= {QE_AUTH_DATA_OFFSET}",
+                actual=len(data),
+            )
         auth_size = _le(data, QE_AUTH_DATA_SIZE)
         inner = QE_AUTH_DATA_OFFSET + auth_size
         if len(data) < inner + CERTIFICATION_DATA_HEADER_SIZE:
-            raise FormatError("QE auth data runs past the certification data",
-                              check=f"{what}.qe_auth_data_size",
-                              expected=f"<= {len(data) - QE_AUTH_DATA_OFFSET - CERTIFICATION_DATA_HEADER_SIZE}",
-                              actual=auth_size)
+            raise FormatError(
+                "QE auth data runs past the certification data",
+                check=f"{what}.qe_auth_data_size",
+                expected=f"<= {len(data) - QE_AUTH_DATA_OFFSET - CERTIFICATION_DATA_HEADER_SIZE}",
+                actual=auth_size,
+            )
         inner_type = _le(data, CERTIFICATION_DATA_TYPE, inner)
         if inner_type != CERTIFICATION_DATA_PCK_CERT_CHAIN:
-            raise FormatError("unsupported inner certification data type",
-                              check=f"{what}.inner_type", expected=CERTIFICATION_DATA_PCK_CERT_CHAIN,
-                              actual=inner_type)
+            raise FormatError(
+                "unsupported inner certification data type",
+                check=f"{what}.inner_type",
+                expected=CERTIFICATION_DATA_PCK_CERT_CHAIN,
+                actual=inner_type,
+            )
         inner_size = _le(data, CERTIFICATION_DATA_SIZE, inner)
         chain_start = inner + CERTIFICATION_DATA_HEADER_SIZE
         if chain_start + inner_size != len(data):
-            raise FormatError("inner certification data size does not match",
-                              check=f"{what}.inner_size", expected=len(data) - chain_start,
-                              actual=inner_size)
+            raise FormatError(
+                "inner certification data size does not match",
+                check=f"{what}.inner_size",
+                expected=len(data) - chain_start,
+                actual=inner_size,
+            )
         return cls(
             qe_report=EnclaveReport.from_bytes(_take(data, QE_REPORT)),
             qe_report_signature=_take(data, QE_REPORT_SIGNATURE),
@@ -467,15 +585,17 @@ class QeReportCertificationData:
 
     def to_bytes(self) -> bytes:
         chain = self.pck_cert_chain.to_bytes()
-        return b"".join((
-            self.qe_report.to_bytes(),
-            self.qe_report_signature,
-            len(self.qe_auth_data).to_bytes(QE_AUTH_DATA_SIZE.size, "little"),
-            self.qe_auth_data,
-            CERTIFICATION_DATA_PCK_CERT_CHAIN.to_bytes(CERTIFICATION_DATA_TYPE.size, "little"),
-            len(chain).to_bytes(CERTIFICATION_DATA_SIZE.size, "little"),
-            chain,
-        ))
+        return b"".join(
+            (
+                self.qe_report.to_bytes(),
+                self.qe_report_signature,
+                len(self.qe_auth_data).to_bytes(QE_AUTH_DATA_SIZE.size, "little"),
+                self.qe_auth_data,
+                CERTIFICATION_DATA_PCK_CERT_CHAIN.to_bytes(CERTIFICATION_DATA_TYPE.size, "little"),
+                len(chain).to_bytes(CERTIFICATION_DATA_SIZE.size, "little"),
+                chain,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -493,8 +613,12 @@ class Quote:
         _require_size("quote", "signature", self.signature, ECDSA_SIGNATURE_SIZE)
         _require_size("quote", "attestation_key", self.attestation_key, ATTESTATION_KEY_SIZE)
         if self.header.version == QUOTE_VERSION_4 and self.body.is_td15:
-            raise FormatError("a v4 quote carries a TD report 1.0", check="quote.body",
-                              expected=TD_REPORT10_SIZE, actual=TD_REPORT15_SIZE)
+            raise FormatError(
+                "a v4 quote carries a TD report 1.0",
+                check="quote.body",
+                expected=TD_REPORT10_SIZE,
+                actual=TD_REPORT15_SIZE,
+            )
 
     @property
     def version(self) -> int:
@@ -516,44 +640,62 @@ class Quote:
     def _descriptor(self) -> bytes:
         if self.header.version != QUOTE_VERSION_5:
             return b""
-        return (self.body_type.to_bytes(BODY_DESCRIPTOR_TYPE.size, "little")
-                + self.body.size.to_bytes(BODY_DESCRIPTOR_SIZE.size, "little"))
+        return self.body_type.to_bytes(
+            BODY_DESCRIPTOR_TYPE.size, "little"
+        ) + self.body.size.to_bytes(BODY_DESCRIPTOR_SIZE.size, "little")
 
     def to_bytes(self) -> bytes:
         certification = self.certification_data.to_bytes()
-        signature_data = b"".join((
-            self.signature,
-            self.attestation_key,
-            CERTIFICATION_DATA_QE_REPORT.to_bytes(CERTIFICATION_DATA_TYPE.size, "little"),
-            len(certification).to_bytes(CERTIFICATION_DATA_SIZE.size, "little"),
-            certification,
-        ))
-        return b"".join((
-            self.signed_bytes,
-            len(signature_data).to_bytes(SIGNATURE_DATA_LENGTH_SIZE, "little"),
-            signature_data,
-            self.padding,
-        ))
+        signature_data = b"".join(
+            (
+                self.signature,
+                self.attestation_key,
+                CERTIFICATION_DATA_QE_REPORT.to_bytes(CERTIFICATION_DATA_TYPE.size, "little"),
+                len(certification).to_bytes(CERTIFICATION_DATA_SIZE.size, "little"),
+                certification,
+            )
+        )
+        return b"".join(
+            (
+                self.signed_bytes,
+                len(signature_data).to_bytes(SIGNATURE_DATA_LENGTH_SIZE, "little"),
+                signature_data,
+                self.padding,
+            )
+        )
 
 
 def parse_quote(raw: bytes, *, unsafe_allow_trailing_data: bool = False) -> Quote:
     """Parse a TDX quote v4/v5. Raises `FormatError` naming the field on any structural fault."""
     raw = bytes(raw)
     if len(raw) > MAX_QUOTE_SIZE:
-        raise FormatError("quote too large", check="quote.size", expected=f"<= {MAX_QUOTE_SIZE}",
-                          actual=len(raw))
+        raise FormatError(
+            "quote too large", check="quote.size", expected=f"<= {MAX_QUOTE_SIZE}", actual=len(raw)
+        )
     # 1. Header: version, attestation key type and TEE type are the only ones we accept.
     _require_length(raw, HEADER_SIZE, "header")
     header = QuoteHeader.from_bytes(raw)
     if header.version not in (QUOTE_VERSION_4, QUOTE_VERSION_5):
-        raise FormatError("unsupported quote version", check="header.version",
-                          expected=f"{QUOTE_VERSION_4} or {QUOTE_VERSION_5}", actual=header.version)
+        raise FormatError(
+            "unsupported quote version",
+            check="header.version",
+            expected=f"{QUOTE_VERSION_4} or {QUOTE_VERSION_5}",
+            actual=header.version,
+        )
     if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
-        raise FormatError("unsupported attestation key type", check="header.att_key_type",
-                          expected=ATT_KEY_TYPE_ECDSA_P256, actual=header.att_key_type)
+        raise FormatError(
+            "unsupported attestation key type",
+            check="header.att_key_type",
+            expected=ATT_KEY_TYPE_ECDSA_P256,
+            actual=header.att_key_type,
+        )
     if header.tee_type != TEE_TYPE_TDX:
-        raise FormatError("not a TDX quote", check="header.tee_type", expected=hex(TEE_TYPE_TDX),
-                          actual=hex(header.tee_type))
+        raise FormatError(
+            "not a TDX quote",
+            check="header.tee_type",
+            expected=hex(TEE_TYPE_TDX),
+            actual=hex(header.tee_type),
+        )
     # 2. Body type: implied for v4; from the descriptor for v5 (type and size must agree).
     pos = HEADER_SIZE
     body_type = BODY_TYPE_TD_REPORT10
@@ -561,12 +703,20 @@ def parse_quote(raw: bytes, *, unsafe_allow_trailing_data: bool = False) -> Quot
         _require_length(raw, pos + BODY_DESCRIPTOR_LENGTH, "body_descriptor")
         body_type = _le(raw, BODY_DESCRIPTOR_TYPE, pos)
         if body_type not in BODY_SIZES:
-            raise FormatError("unsupported body type", check="body_descriptor.type",
-                              expected=sorted(BODY_SIZES), actual=body_type)
+            raise FormatError(
+                "unsupported body type",
+                check="body_descriptor.type",
+                expected=sorted(BODY_SIZES),
+                actual=body_type,
+            )
         body_size = _le(raw, BODY_DESCRIPTOR_SIZE, pos)
         if body_size != BODY_SIZES[body_type]:
-            raise FormatError("body size does not match the body type", check="body_descriptor.size",
-                              expected=BODY_SIZES[body_type], actual=body_size)
+            raise FormatError(
+                "body size does not match the body type",
+                check="body_descriptor.size",
+                expected=BODY_SIZES[body_type],
+                actual=body_size,
+            )
         pos += BODY_DESCRIPTOR_LENGTH
     # 3. TD report body.
     body_size = BODY_SIZES[body_type]
@@ -577,31 +727,42 @@ def parse_quote(raw: bytes, *, unsafe_allow_trailing_data: bool = False) -> Quot
     signature_data_length = int.from_bytes(raw[pos : pos + SIGNATURE_DATA_LENGTH_SIZE], "little")
     pos += SIGNATURE_DATA_LENGTH_SIZE
     if signature_data_length < SIGNATURE_DATA_FIXED_SIZE or pos + signature_data_length > len(raw):
-        raise FormatError("signature data length does not fit the quote",
-                          check="signature_data_length",
-                          expected=f"{SIGNATURE_DATA_FIXED_SIZE}..{len(raw) - pos}",
-                          actual=signature_data_length)
+        raise FormatError(
+            "signature data length does not fit the quote",
+            check="signature_data_length",
+            expected=f"{SIGNATURE_DATA_FIXED_SIZE}..{len(raw) - pos}",
+            actual=signature_data_length,
+        )
     signature_data = raw[pos : pos + signature_data_length]
     certification = signature_data[ATTESTATION_KEY.end :]
     certification_type = _le(certification, CERTIFICATION_DATA_TYPE)
     if certification_type != CERTIFICATION_DATA_QE_REPORT:
-        raise FormatError("unsupported certification data type", check="certification_data.type",
-                          expected=CERTIFICATION_DATA_QE_REPORT, actual=certification_type)
+        raise FormatError(
+            "unsupported certification data type",
+            check="certification_data.type",
+            expected=CERTIFICATION_DATA_QE_REPORT,
+            actual=certification_type,
+        )
     certification_size = _le(certification, CERTIFICATION_DATA_SIZE)
     if certification_size != len(certification) - CERTIFICATION_DATA_HEADER_SIZE:
-        raise FormatError("certification data size does not match the signature data length",
-                          check="certification_data.size",
-                          expected=len(certification) - CERTIFICATION_DATA_HEADER_SIZE,
-                          actual=certification_size)
+        raise FormatError(
+            "certification data size does not match the signature data length",
+            check="certification_data.size",
+            expected=len(certification) - CERTIFICATION_DATA_HEADER_SIZE,
+            actual=certification_size,
+        )
     certification_data = QeReportCertificationData.from_bytes(
         certification[CERTIFICATION_DATA_HEADER_SIZE:]
     )
     # 5. Whatever follows the signature data: zero padding only, unless the caller opts out.
     padding = raw[pos + signature_data_length :]
     if padding.count(0) != len(padding) and not unsafe_allow_trailing_data:
-        raise FormatError("non-zero bytes after the signature data", check="trailing_data",
-                          expected="only zero padding",
-                          actual=f"{len(padding) - padding.count(0)} non-zero of {len(padding)} bytes")
+        raise FormatError(
+            "non-zero bytes after the signature data",
+            check="trailing_data",
+            expected="only zero padding",
+            actual=f"{len(padding) - padding.count(0)} non-zero of {len(padding)} bytes",
+        )
     return Quote(
         header=header,
         body=body,
@@ -614,5 +775,9 @@ def parse_quote(raw: bytes, *, unsafe_allow_trailing_data: bool = False) -> Quot
 
 def _require_length(raw: bytes, needed: int, part: str) -> None:
     if len(raw) < needed:
-        raise FormatError(f"quote truncated in the {part}", check=f"{part}.size",
-                          expected=f">= {needed} bytes", actual=len(raw))
+        raise FormatError(
+            f"quote truncated in the {part}",
+            check=f"{part}.size",
+            expected=f">= {needed} bytes",
+            actual=len(raw),
+        )

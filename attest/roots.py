@@ -34,8 +34,9 @@ class TrustRoot:
         try:
             certificate = load_certificate(self.der)
         except ValueError as exc:
-            raise CertificateError("trust root is not a certificate", check="root",
-                                   actual=str(exc)) from None
+            raise CertificateError(
+                "trust root is not a certificate", check="root", actual=str(exc)
+            ) from None
         object.__setattr__(self, "certificate", certificate)
         object.__setattr__(self, "sha256", hashlib.sha256(self.der).hexdigest())
 
@@ -49,11 +50,16 @@ class TrustRoot:
         try:
             certificates = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
-            raise CertificateError("trust root is not a PEM certificate", check="root",
-                                   actual=str(exc)) from None
+            raise CertificateError(
+                "trust root is not a PEM certificate", check="root", actual=str(exc)
+            ) from None
         if len(certificates) != 1:
-            raise CertificateError("a trust root file holds exactly one certificate", check="root",
-                                   expected=1, actual=len(certificates))
+            raise CertificateError(
+                "a trust root file holds exactly one certificate",
+                check="root",
+                expected=1,
+                actual=len(certificates),
+            )
         return cls(certificates[0].public_bytes(Encoding.DER))
 
     @classmethod
@@ -69,7 +75,10 @@ def intel_sgx_root_ca() -> TrustRoot:
     root = TrustRoot.from_pem(pem)
     if not root.is_intel:
         # A modified package must not quietly change what "genuine" means.
-        raise CertificateError("packaged Intel SGX Root CA does not match its pinned fingerprint",
-                               check="root.sha256", expected=INTEL_SGX_ROOT_CA_SHA256,
-                               actual=root.sha256)
+        raise CertificateError(
+            "packaged Intel SGX Root CA does not match its pinned fingerprint",
+            check="root.sha256",
+            expected=INTEL_SGX_ROOT_CA_SHA256,
+            actual=root.sha256,
+        )
     return root

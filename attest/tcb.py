@@ -24,6 +24,7 @@ keep the stricter OutOfDate status.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from attest.collateral import IdentityTcbLevel, QeIdentity, TcbInfo, TcbLevel, TcbStatus
@@ -36,9 +37,12 @@ TDX_MODULE_MAJOR_INDEX = 1
 # When the module identity grades bytes 0 and 1 of TEE_TCB_SVN, platform matching starts here.
 TDX_COMPONENTS_AFTER_MODULE = 2
 
-_CONFIGURATION_STATUSES = frozenset({
-    TcbStatus.CONFIGURATION_NEEDED, TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
-})
+_CONFIGURATION_STATUSES = frozenset(
+    {
+        TcbStatus.CONFIGURATION_NEEDED,
+        TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+    }
+)
 _OUT_OF_DATE_ABSORBS = frozenset({TcbStatus.UP_TO_DATE, TcbStatus.SW_HARDENING_NEEDED})
 
 
@@ -58,7 +62,9 @@ def tdx_module_major_version(body: TdReport) -> int:
     return body.tee_tcb_svn[TDX_MODULE_MAJOR_INDEX]
 
 
-def check_tdx_module(tcb_info: TcbInfo, body: TdReport) -> tuple[str | None, IdentityTcbLevel | None]:
+def check_tdx_module(
+    tcb_info: TcbInfo, body: TdReport
+) -> tuple[str | None, IdentityTcbLevel | None]:
     """Step 1 and 3: the module identity's id and level (None, None for major version 0)."""
     major = tdx_module_major_version(body)
     identity_id = None
@@ -67,34 +73,51 @@ def check_tdx_module(tcb_info: TcbInfo, body: TdReport) -> tuple[str | None, Ide
         identity_id = f"TDX_{major:02X}"
         identities = {m.id.upper(): m for m in tcb_info.tdx_module_identities or ()}
         if identity_id not in identities:
-            raise TdxModuleError("TCB info lists no identity for the TDX module's major version",
-                                 check="tcb_info.tdx_module_identities.id", expected=identity_id,
-                                 actual=sorted(identities) or "none")
+            raise TdxModuleError(
+                "TCB info lists no identity for the TDX module's major version",
+                check="tcb_info.tdx_module_identities.id",
+                expected=identity_id,
+                actual=sorted(identities) or "none",
+            )
         module = identities[identity_id]
         levels = module.tcb_levels
     elif tcb_info.tdx_module is None:
-        raise TdxModuleError("TCB info has no tdxModule", check="tcb_info.tdx_module",
-                             expected="present", actual="absent")
+        raise TdxModuleError(
+            "TCB info has no tdxModule",
+            check="tcb_info.tdx_module",
+            expected="present",
+            actual="absent",
+        )
     else:
         module = tcb_info.tdx_module
     if body.mr_signer_seam != module.mr_signer:
-        raise TdxModuleError("MRSIGNERSEAM is not the TDX module signer", check="td_report.mr_signer_seam",
-                             expected=module.mr_signer, actual=body.mr_signer_seam)
+        raise TdxModuleError(
+            "MRSIGNERSEAM is not the TDX module signer",
+            check="td_report.mr_signer_seam",
+            expected=module.mr_signer,
+            actual=body.mr_signer_seam,
+        )
     if body.seam_attributes != bytes(len(body.seam_attributes)) or _masked(
         body.seam_attributes, module.attributes_mask
     ) != _masked(module.attributes, module.attributes_mask):
-        raise TdxModuleError("SEAMATTRIBUTES do not match the TDX module identity",
-                             check="td_report.seam_attributes", expected=module.attributes,
-                             actual=body.seam_attributes)
+        raise TdxModuleError(
+            "SEAMATTRIBUTES do not match the TDX module identity",
+            check="td_report.seam_attributes",
+            expected=module.attributes,
+            actual=body.seam_attributes,
+        )
     if identity_id is None:
         return None, None
     svn = body.tee_tcb_svn[TDX_MODULE_SVN_INDEX]
     for level in levels:
         if svn >= level.isv_svn:
             return identity_id, level
-    raise TcbLevelError("TDX module SVN is below every level of its identity",
-                        check="tcb.tdx_module_level", expected=f">= {levels[-1].isv_svn}",
-                        actual=svn)
+    raise TcbLevelError(
+        "TDX module SVN is below every level of its identity",
+        check="tcb.tdx_module_level",
+        expected=f">= {levels[-1].isv_svn}",
+        actual=svn,
+    )
 
 
 def match_platform_level(tcb_info: TcbInfo, pck_tcb: PckTcb, tee_tcb_svn: bytes) -> TcbLevel:
@@ -103,17 +126,18 @@ def match_platform_level(tcb_info: TcbInfo, pck_tcb: PckTcb, tee_tcb_svn: bytes)
     for level in tcb_info.tcb_levels:
         if (
             level.tdx_tcb_components is not None
-            and all(ours >= theirs for ours, theirs in
-                    zip(pck_tcb.sgx_tcb_components, level.sgx_tcb_components, strict=True))
+            and all(map(operator.ge, pck_tcb.sgx_tcb_components, level.sgx_tcb_components))
             and pck_tcb.pce_svn >= level.pce_svn
-            and all(tee_tcb_svn[i] >= level.tdx_tcb_components[i]
-                    for i in range(first, len(level.tdx_tcb_components)))
+            and all(map(operator.ge, tee_tcb_svn[first:], level.tdx_tcb_components[first:]))
         ):
             return level
-    raise TcbLevelError("TCB level not supported: no level of the TCB info matches the platform",
-                        check="tcb.platform_level", expected="a level <= the platform's TCB",
-                        actual=f"sgx {list(pck_tcb.sgx_tcb_components)}, pcesvn {pck_tcb.pce_svn}, "
-                               f"tee_tcb_svn {tee_tcb_svn.hex()}")
+    raise TcbLevelError(
+        "TCB level not supported: no level of the TCB info matches the platform",
+        check="tcb.platform_level",
+        expected="a level <= the platform's TCB",
+        actual=f"sgx {list(pck_tcb.sgx_tcb_components)}, pcesvn {pck_tcb.pce_svn}, "
+        f"tee_tcb_svn {tee_tcb_svn.hex()}",
+    )
 
 
 def match_qe_level(qe_identity: QeIdentity, isv_svn: int) -> IdentityTcbLevel:
@@ -121,8 +145,12 @@ def match_qe_level(qe_identity: QeIdentity, isv_svn: int) -> IdentityTcbLevel:
     for level in qe_identity.tcb_levels:
         if isv_svn >= level.isv_svn:
             return level
-    raise TcbLevelError("QE ISVSVN is below every level of the QE identity", check="tcb.qe_level",
-                        expected=f">= {qe_identity.tcb_levels[-1].isv_svn}", actual=isv_svn)
+    raise TcbLevelError(
+        "QE ISVSVN is below every level of the QE identity",
+        check="tcb.qe_level",
+        expected=f">= {qe_identity.tcb_levels[-1].isv_svn}",
+        actual=isv_svn,
+    )
 
 
 def converge(status: TcbStatus, other: TcbStatus) -> TcbStatus:
@@ -142,12 +170,18 @@ def evaluate_tcb(
     module_id, module_level = check_tdx_module(tcb_info, body)
     platform_level = match_platform_level(tcb_info, pck_tcb, body.tee_tcb_svn)
     qe_level = match_qe_level(qe_identity, qe_isv_svn)
-    for what, level in (("platform", platform_level), ("TDX module", module_level),
-                        ("QE", qe_level)):
+    for what, level in (
+        ("platform", platform_level),
+        ("TDX module", module_level),
+        ("QE", qe_level),
+    ):
         if level is not None and level.tcb_status is TcbStatus.REVOKED:
-            raise TcbRevokedError(f"the {what} TCB level is revoked",
-                                  check=f"tcb.{what.lower().replace(' ', '_')}_status",
-                                  expected="not Revoked", actual=TcbStatus.REVOKED.value)
+            raise TcbRevokedError(
+                f"the {what} TCB level is revoked",
+                check=f"tcb.{what.lower().replace(' ', '_')}_status",
+                expected="not Revoked",
+                actual=TcbStatus.REVOKED.value,
+            )
     status = platform_level.tcb_status
     if module_level is not None:
         status = converge(status, module_level.tcb_status)

@@ -25,7 +25,7 @@ smollm2) builder="$root/image/models/smollm2.py" ;;
 esac
 [ -x "$engine_venv/bin/python" ] || { echo "models: no engine venv at $engine_venv (run scripts/engine.sh)" >&2; exit 1; }
 
-key=$(cat "$builder" "$engine_venv"/.installed-* 2>/dev/null | sha256sum | cut -c1-16)
+key=$(cat "$builder" "$root/image/models/staging.py" "$engine_venv"/.installed-* 2>/dev/null | sha256sum | cut -c1-16)
 built="$cache/$kind-$key"
 
 # A venv with gguf and accelerate that sees the engine venv's packages through a .pth file.

@@ -50,8 +50,9 @@ def row_id(row: dict) -> str:
 
 
 def first_row(quote: str, bundle_name: str | None = None) -> dict:
-    return next(r for r in EVALUATED_ROWS
-                if r["quote"] == quote and bundle_name in (None, r["bundle"]))
+    return next(
+        r for r in EVALUATED_ROWS if r["quote"] == quote and bundle_name in (None, r["bundle"])
+    )
 
 
 def row_time(quote: str, bundle_name: str) -> datetime:

@@ -47,27 +47,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=run_show)
 
     verify = commands.add_parser(
-        "verify", help="DCAP-verify quotes against collateral, then apply a policy",
+        "verify",
+        help="DCAP-verify quotes against collateral, then apply a policy",
         description="Verify each quote (DCAP) and apply the policy; one result line per quote.",
     )
     verify.add_argument("quotes", type=Path, nargs="+", metavar="QUOTE", help="raw quote files")
-    verify.add_argument("--collateral", type=Path, required=True, metavar="BUNDLE",
-                        help="collateral bundle (dcap-qvl QuoteCollateralV3 JSON)")
-    verify.add_argument("--at", metavar="ISO8601",
-                        help="verification time (default: now); a time without zone is UTC")
-    verify.add_argument("--root", type=Path, metavar="PEM",
-                        help="trust root instead of Intel's SGX Root CA (results say simulated)")
-    verify.add_argument("--policy", type=Path, metavar="FILE",
-                        help="policy (.toml or .json); default: no debug, SEPT_VE_DISABLE set, "
-                             "UpToDate only, no measurement pinned")
+    verify.add_argument(
+        "--collateral",
+        type=Path,
+        required=True,
+        metavar="BUNDLE",
+        help="collateral bundle (dcap-qvl QuoteCollateralV3 JSON)",
+    )
+    verify.add_argument(
+        "--at",
+        metavar="ISO8601",
+        help="verification time (default: now); a time without zone is UTC",
+    )
+    verify.add_argument(
+        "--root",
+        type=Path,
+        metavar="PEM",
+        help="trust root instead of Intel's SGX Root CA (results say simulated)",
+    )
+    verify.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="policy (.toml or .json); default: no debug, SEPT_VE_DISABLE set, "
+        "UpToDate only, no measurement pinned",
+    )
     verify.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_trailing_data_flag(verify)
     verify.set_defaults(func=run_verify)
 
 
 def _add_trailing_data_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--unsafe-allow-trailing-data", action="store_true",
-                        help="accept non-zero bytes after the signature data (unsigned)")
+    parser.add_argument(
+        "--unsafe-allow-trailing-data",
+        action="store_true",
+        help="accept non-zero bytes after the signature data (unsigned)",
+    )
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -78,8 +98,11 @@ def run_show(args: argparse.Namespace) -> int:
     try:
         quote = parse_quote(raw, unsafe_allow_trailing_data=args.unsafe_allow_trailing_data)
     except FormatError as exc:
-        _emit({"quote": str(args.quote), "error": exc.to_dict()}, args.json,
-              f"{args.quote}: not a valid quote: {exc}")
+        _emit(
+            {"quote": str(args.quote), "error": exc.to_dict()},
+            args.json,
+            f"{args.quote}: not a valid quote: {exc}",
+        )
         return EXIT_REJECTED
     fields = describe_quote(quote)
     if args.json:
@@ -102,27 +125,50 @@ def run_verify(args: argparse.Namespace) -> int:
         return _usage(exc)
     rejected = 0
     for path, raw in quotes:
-        line = verify_one(verifier, raw, collateral, policy, now,
-                          unsafe_allow_trailing_data=args.unsafe_allow_trailing_data)
+        line = verify_one(
+            verifier,
+            raw,
+            collateral,
+            policy,
+            now,
+            unsafe_allow_trailing_data=args.unsafe_allow_trailing_data,
+        )
         line = {"quote": str(path), **line}
         rejected += not line["verified"]
         _emit(line, args.json, _summary(line))
     return EXIT_REJECTED if rejected else EXIT_OK
 
 
-def verify_one(verifier: DcapVerifier, raw: bytes, collateral: Collateral, policy: Policy,
-               now: datetime, *, unsafe_allow_trailing_data: bool = False) -> dict[str, Any]:
+def verify_one(
+    verifier: DcapVerifier,
+    raw: bytes,
+    collateral: Collateral,
+    policy: Policy,
+    now: datetime,
+    *,
+    unsafe_allow_trailing_data: bool = False,
+) -> dict[str, Any]:
     """Parse, verify and validate one quote; the result line (never raises for bad evidence)."""
     line: dict[str, Any] = {
-        "verified": False, "tcb_status": None, "advisory_ids": [], "mr_td": None, "rtmr": None,
-        "report_data": None, "debug": None, "simulated": verifier.simulated,
+        "verified": False,
+        "tcb_status": None,
+        "advisory_ids": [],
+        "mr_td": None,
+        "rtmr": None,
+        "report_data": None,
+        "debug": None,
+        "simulated": verifier.simulated,
         "verified_at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:
         quote = parse_quote(raw, unsafe_allow_trailing_data=unsafe_allow_trailing_data)
         # Fields of a quote that may still be rejected: shown for diagnosis, never as a verdict.
-        line.update(mr_td=quote.body.mr_td.hex(), rtmr=[r.hex() for r in quote.body.rtmr],
-                    report_data=quote.body.report_data.hex(), debug=quote.body.debug)
+        line.update(
+            mr_td=quote.body.mr_td.hex(),
+            rtmr=[r.hex() for r in quote.body.rtmr],
+            report_data=quote.body.report_data.hex(),
+            debug=quote.body.debug,
+        )
         result = verifier.verify(quote, collateral, now=now)
         line.update(result.to_dict())
         outcome = validate(result, policy)
@@ -142,22 +188,40 @@ def describe_quote(quote: Quote) -> dict[str, Any]:
     qe = quote.certification_data.qe_report
     fields: dict[str, Any] = {
         "header": {
-            "version": header.version, "att_key_type": header.att_key_type,
-            "tee_type": f"{header.tee_type:#x}", "qe_vendor_id": header.qe_vendor_id.hex(),
+            "version": header.version,
+            "att_key_type": header.att_key_type,
+            "tee_type": f"{header.tee_type:#x}",
+            "qe_vendor_id": header.qe_vendor_id.hex(),
             "user_data": header.user_data.hex(),
         },
         "body_type": quote.body_type,
         "td_report": {
-            **{name: getattr(body, name).hex() for name in (
-                "tee_tcb_svn", "mr_seam", "mr_signer_seam", "seam_attributes", "td_attributes",
-                "xfam", "mr_td", "mr_config_id", "mr_owner", "mr_owner_config")},
+            **{
+                name: getattr(body, name).hex()
+                for name in (
+                    "tee_tcb_svn",
+                    "mr_seam",
+                    "mr_signer_seam",
+                    "seam_attributes",
+                    "td_attributes",
+                    "xfam",
+                    "mr_td",
+                    "mr_config_id",
+                    "mr_owner",
+                    "mr_owner_config",
+                )
+            },
             "rtmr": [r.hex() for r in body.rtmr],
             "report_data": body.report_data.hex(),
             "debug": body.debug,
             "sept_ve_disable": body.sept_ve_disable,
         },
-        "qe_report": {"mr_enclave": qe.mr_enclave.hex(), "mr_signer": qe.mr_signer.hex(),
-                      "isv_prod_id": qe.isv_prod_id, "isv_svn": qe.isv_svn},
+        "qe_report": {
+            "mr_enclave": qe.mr_enclave.hex(),
+            "mr_signer": qe.mr_signer.hex(),
+            "isv_prod_id": qe.isv_prod_id,
+            "isv_svn": qe.isv_svn,
+        },
         "attestation_key": quote.attestation_key.hex(),
         "qe_auth_data": quote.certification_data.qe_auth_data.hex(),
         "padding_bytes": len(quote.padding),
@@ -183,8 +247,13 @@ def _describe_certificate(der: bytes) -> dict[str, Any]:
         pck = pck_extension_of(certificate)
     except FormatError:
         return out  # CA certificates have no SGX extension
-    out.update(fmspc=pck.fmspc.hex(), pce_id=pck.pce_id.hex(), sgx_type=pck.sgx_type.name,
-               sgx_tcb_components=list(pck.tcb.sgx_tcb_components), pce_svn=pck.tcb.pce_svn)
+    out.update(
+        fmspc=pck.fmspc.hex(),
+        pce_id=pck.pce_id.hex(),
+        sgx_type=pck.sgx_type.name,
+        sgx_tcb_components=list(pck.tcb.sgx_tcb_components),
+        pce_svn=pck.tcb.pce_svn,
+    )
     return out
 
 
@@ -245,8 +314,10 @@ def _summary(line: dict[str, Any]) -> str:
     simulated = " [SIMULATED ROOT]" if line["simulated"] else ""
     if line["verified"]:
         advisories = f" advisories={','.join(line['advisory_ids'])}" if line["advisory_ids"] else ""
-        return (f"OK    {line['quote']}: {line['tcb_status']}{advisories} "
-                f"mr_td={line['mr_td'][:16]}...{simulated}")
+        return (
+            f"OK    {line['quote']}: {line['tcb_status']}{advisories} "
+            f"mr_td={line['mr_td'][:16]}...{simulated}"
+        )
     error = line["error"]
     return f"FAIL  {line['quote']}: {error['stage']}/{error['type']}: {error['message']}{simulated}"
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from staging import build_into  # image/models/staging.py, beside this script
 
 LICENSES = Path("/usr/share/common-licenses")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -114,18 +114,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"{args.out} already exists")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Built aside and renamed into place: a half-built model is never found at OUTDIR.
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-llama.", dir=args.out.parent))
-    try:
-        build(staging)
-        for path in staging.iterdir():  # save_pretrained leaves some files 0600
-            path.chmod(0o644)
-        staging.chmod(0o755)
-        staging.rename(args.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    build_into(args.out, build)
     print(f"tiny llama written to {args.out}")
     return 0
 

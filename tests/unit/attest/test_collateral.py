@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.parse
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attest.collateral import (
     BUNDLE_KEYS,
+    CertificateChain,
     Collateral,
+    RevocationList,
     SignedQeIdentity,
     SignedTcbInfo,
     TcbStatus,
@@ -40,12 +43,16 @@ def test_bundle_loads_and_matches_manifest(meta: dict) -> None:
     assert identity.fmspc == meta["fmspc"]
     assert identity.tcb_evaluation_data_number == meta["tcb_eval"]
     assert identity.qe_identity_evaluation_data_number == meta["qe_eval"]
-    assert [iso(identity.tcb_info_issue_date), iso(identity.tcb_info_next_update)] == meta["tcb_info"]
-    assert [iso(identity.qe_identity_issue_date),
-            iso(identity.qe_identity_next_update)] == meta["qe_identity"]
+    assert [iso(identity.tcb_info_issue_date), iso(identity.tcb_info_next_update)] == meta[
+        "tcb_info"
+    ]
+    assert [iso(identity.qe_identity_issue_date), iso(identity.qe_identity_next_update)] == meta[
+        "qe_identity"
+    ]
     assert [iso(identity.pck_crl_this_update), iso(identity.pck_crl_next_update)] == meta["pck_crl"]
-    assert [iso(identity.root_ca_crl_this_update),
-            iso(identity.root_ca_crl_next_update)] == meta["root_ca_crl"]
+    assert [iso(identity.root_ca_crl_this_update), iso(identity.root_ca_crl_next_update)] == meta[
+        "root_ca_crl"
+    ]
     assert collateral.pck_crl.issuer_cn == meta["pck_crl_issuer"]
     assert identity.to_dict()["tcb_info_issue_date"] == meta["tcb_info"][0]
 
@@ -87,12 +94,15 @@ def test_parsed_model() -> None:
     assert bundle("dcapqvl_b0c06f_2024-09_processorCRL").qe_identity.qe_identity.id == "QE"
 
 
-@pytest.mark.parametrize(("day", "fmspc", "assembled"), [
-    ("2025-12-17", "90c06f000000", "tinfoil_90c06f_2025-12"),
-    ("2025-12-17", "00a06d080000", "tinfoil_00a06d_2025-12"),
-    ("2026-01-12", "90c06f000000", "tinfoil_90c06f_2026-01"),
-    ("2026-01-12", "00a06d080000", "tinfoil_00a06d_2026-01"),
-])
+@pytest.mark.parametrize(
+    ("day", "fmspc", "assembled"),
+    [
+        ("2025-12-17", "90c06f000000", "tinfoil_90c06f_2025-12"),
+        ("2025-12-17", "00a06d080000", "tinfoil_00a06d_2025-12"),
+        ("2026-01-12", "90c06f000000", "tinfoil_90c06f_2026-01"),
+        ("2026-01-12", "00a06d080000", "tinfoil_00a06d_2026-01"),
+    ],
+)
 def test_raw_pcs_responses_give_the_assembled_bundle(day: str, fmspc: str, assembled: str) -> None:
     loaded = collateral_from_pcs_directory(TINFOIL / day, fmspc=fmspc.upper(), pck_ca="platform")
     assert loaded == bundle(assembled)
@@ -118,8 +128,9 @@ def test_signed_member_is_cut_verbatim_from_any_layout() -> None:
     body = json.loads(inputs["tcb_info_body"])
     signed_text = bundle("tinfoil_90c06f_2025-12").tcb_info.text
     # Signature first, spaces and newlines around members: the value text must still be exact.
-    relaid = ('\n {  "signature" : "' + body["signature"] + '" ,\n\t"tcbInfo":' + signed_text
-              + "\n}\n")
+    relaid = (
+        '\n {  "signature" : "' + body["signature"] + '" ,\n\t"tcbInfo":' + signed_text + "\n}\n"
+    )
     collateral = collateral_from_pcs_responses(**{**inputs, "tcb_info_body": relaid})
     assert collateral.tcb_info.text == signed_text
     assert collateral.tcb_info.signature.hex() == body["signature"]
@@ -131,26 +142,30 @@ def test_crl_encodings_and_plain_pem_chain() -> None:
     pem = x509.load_der_x509_crl(der).public_bytes(Encoding.PEM)
     plain_chain = urllib.parse.unquote(inputs["qe_identity_issuer_chain"])
     for root_ca_crl in (der, der.hex().encode(), der.hex(), pem):
-        loaded = collateral_from_pcs_responses(**{**inputs, "root_ca_crl": root_ca_crl,
-                                                  "qe_identity_issuer_chain": plain_chain})
+        loaded = collateral_from_pcs_responses(
+            **{**inputs, "root_ca_crl": root_ca_crl, "qe_identity_issuer_chain": plain_chain}
+        )
         assert loaded == bundle("tinfoil_90c06f_2025-12")
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("tcb_info_body", b'{"tcbInfo":{}}'),
-    ("tcb_info_body", b'{"tcbInfo":{},"signature":"00","extra":1}'),
-    ("tcb_info_body", b'{"tcbInfo":{},"signature":"00"} trailing'),
-    ("tcb_info_body", b'{"tcbInfo":{},"tcbInfo":{},"signature":"00"}'),
-    ("tcb_info_body", b'{"tcbInfo":{},"signature":"00",}'),
-    ("tcb_info_body", b'["tcbInfo"]'),
-    ("tcb_info_body", b'{"tcbInfo":{,"signature":"00"}'),
-    ("tcb_info_body", b"\xff"),
-    ("qe_identity_body", b'{"enclaveIdentity":{},"signature":5}'),
-    ("pck_crl", b"not a crl"),
-    ("root_ca_crl", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"),
-    ("pck_crl_issuer_chain", "-----BEGIN%20CERTIFICATE-----%0Azzz"),
-    ("tcb_info_issuer_chain", ""),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tcb_info_body", b'{"tcbInfo":{}}'),
+        ("tcb_info_body", b'{"tcbInfo":{},"signature":"00","extra":1}'),
+        ("tcb_info_body", b'{"tcbInfo":{},"signature":"00"} trailing'),
+        ("tcb_info_body", b'{"tcbInfo":{},"tcbInfo":{},"signature":"00"}'),
+        ("tcb_info_body", b'{"tcbInfo":{},"signature":"00",}'),
+        ("tcb_info_body", b'["tcbInfo"]'),
+        ("tcb_info_body", b'{"tcbInfo":{,"signature":"00"}'),
+        ("tcb_info_body", b"\xff"),
+        ("qe_identity_body", b'{"enclaveIdentity":{},"signature":5}'),
+        ("pck_crl", b"not a crl"),
+        ("root_ca_crl", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"),
+        ("pck_crl_issuer_chain", "-----BEGIN%20CERTIFICATE-----%0Azzz"),
+        ("tcb_info_issuer_chain", ""),
+    ],
+)
 def test_malformed_pcs_responses(field: str, value: bytes | str) -> None:
     with pytest.raises(CollateralFormatError):
         collateral_from_pcs_responses(**{**pcs_inputs(), field: value})
@@ -177,20 +192,21 @@ def base_bundle() -> dict:
     return json.loads(bundle_path("dcapqvl_b0c06f_2025-06").read_text())
 
 
-def with_tcb_info(edit) -> str:
+def with_document(key: str, edit) -> str:
+    """The base bundle with its signed `key` document (tcb_info, qe_identity) edited."""
     data = base_bundle()
-    doc = json.loads(data["tcb_info"])
+    doc = json.loads(data[key])
     edit(doc)
-    data["tcb_info"] = json.dumps(doc)
+    data[key] = json.dumps(doc)
     return json.dumps(data)
+
+
+def with_tcb_info(edit) -> str:
+    return with_document("tcb_info", edit)
 
 
 def with_qe_identity(edit) -> str:
-    data = base_bundle()
-    doc = json.loads(data["qe_identity"])
-    edit(doc)
-    data["qe_identity"] = json.dumps(doc)
-    return json.dumps(data)
+    return with_document("qe_identity", edit)
 
 
 def set_key(key: str, value):
@@ -212,12 +228,18 @@ MALFORMED_BUNDLES = {
     "non-hex crl": json.dumps({**base_bundle(), "root_ca_crl": "zz"}),
     "crl garbage": json.dumps({**base_bundle(), "root_ca_crl": "3000"}),
     "empty chain": json.dumps({**base_bundle(), "tcb_info_issuer_chain": ""}),
-    "duplicate key": json.dumps(base_bundle()).replace('{"pck_crl_issuer_chain"',
-                                                       '{"pck_crl": "", "pck_crl_issuer_chain"', 1),
+    "duplicate key": json.dumps(base_bundle()).replace(
+        '{"pck_crl_issuer_chain"', '{"pck_crl": "", "pck_crl_issuer_chain"', 1
+    ),
     "tcb info not json": json.dumps({**base_bundle(), "tcb_info": "{"}),
     "duplicate key in signed text": json.dumps(
-        {**base_bundle(), "tcb_info": base_bundle()["tcb_info"].replace('{"id":"TDX"',
-                                                                        '{"id":"SGX","id":"TDX"', 1)}),
+        {
+            **base_bundle(),
+            "tcb_info": base_bundle()["tcb_info"].replace(
+                '{"id":"TDX"', '{"id":"SGX","id":"TDX"', 1
+            ),
+        }
+    ),
     "unknown status": with_tcb_info(first_level(set_key("tcbStatus", "Fine"))),
     "status in the wrong case": with_tcb_info(first_level(set_key("tcbStatus", "revoked"))),
     "date without Z": with_tcb_info(set_key("issueDate", "2025-06-19T10:16:03")),
@@ -228,14 +250,20 @@ MALFORMED_BUNDLES = {
     "short fmspc": with_tcb_info(set_key("fmspc", "B0C06F00")),
     "no levels": with_tcb_info(set_key("tcbLevels", [])),
     "15 components": with_tcb_info(first_level(lambda lv: lv["tcb"]["sgxtcbcomponents"].pop())),
-    "svn too large": with_tcb_info(first_level(
-        lambda lv: lv["tcb"]["sgxtcbcomponents"][0].__setitem__("svn", 256))),
+    "svn too large": with_tcb_info(
+        first_level(lambda lv: lv["tcb"]["sgxtcbcomponents"][0].__setitem__("svn", 256))
+    ),
     "negative pcesvn": with_tcb_info(first_level(lambda lv: lv["tcb"].__setitem__("pcesvn", -1))),
-    "tdx components missing": with_tcb_info(first_level(lambda lv: lv["tcb"].pop("tdxtcbcomponents"))),
+    "tdx components missing": with_tcb_info(
+        first_level(lambda lv: lv["tcb"].pop("tdxtcbcomponents"))
+    ),
     "advisory not a string": with_tcb_info(first_level(set_key("advisoryIDs", [1]))),
     "module mrsigner short": with_tcb_info(lambda d: d["tdxModule"].__setitem__("mrsigner", "00")),
-    "module level status": with_tcb_info(lambda d: d["tdxModuleIdentities"][0]["tcbLevels"][0]
-                                         .__setitem__("tcbStatus", "SWHardeningNeeded")),
+    "module level status": with_tcb_info(
+        lambda d: d["tdxModuleIdentities"][0]["tcbLevels"][0].__setitem__(
+            "tcbStatus", "SWHardeningNeeded"
+        )
+    ),
     "qe missing mrsigner": with_qe_identity(lambda d: d.pop("mrsigner")),
     "qe no levels": with_qe_identity(set_key("tcbLevels", [])),
     "qe level not an object": with_qe_identity(set_key("tcbLevels", [4])),
@@ -257,7 +285,25 @@ def test_bundle_keys_are_dcap_qvl_order() -> None:
 def test_signed_documents_are_parsed_from_their_text_only() -> None:
     collateral = bundle("dcapqvl_b0c06f_2025-06")
     with pytest.raises(TypeError):
-        SignedQeIdentity(collateral.qe_identity.text, collateral.qe_identity.signature,
-                         qe_identity=None)  # type: ignore[call-arg]
+        SignedQeIdentity(
+            collateral.qe_identity.text, collateral.qe_identity.signature, qe_identity=None
+        )  # type: ignore[call-arg]
     assert isinstance(collateral, Collateral)
     assert collateral.tcb_info.tcb_info.issue_date == datetime(2025, 6, 19, 10, 16, 3, tzinfo=UTC)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")
+@pytest.mark.filterwarnings("ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning")
+def test_every_single_byte_change_of_a_crl_and_a_certificate_is_typed() -> None:
+    """cryptography reports some malformations as TypeError or InvalidVersion: loading must turn
+    every one into CollateralFormatError (or load a CRL/certificate whose signature then fails)."""
+    collateral = bundle("dcapqvl_b0c06f_2025-06")
+    for der, load in ((collateral.pck_crl.der, RevocationList),
+                      (collateral.tcb_info_issuer_chain.der[0], lambda d: CertificateChain((d,)))):
+        for offset in range(len(der)):
+            for mask in (0x01, 0xFF):
+                changed = bytearray(der)
+                changed[offset] ^= mask
+                with contextlib.suppress(CollateralFormatError):
+                    load(bytes(changed))

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import dcap_qvl
 import pytest
-from attest_vectors import MANIFEST, TRAILING_DATA_QUOTE, at, bundle, bundle_path, quote_bytes, row_id
+from attest_vectors import (
+    MANIFEST,
+    TRAILING_DATA_QUOTE,
+    at,
+    bundle,
+    bundle_path,
+    quote_bytes,
+    row_id,
+)
 
 from attest.errors import AttestError
 from attest.policy import SAFE_TCB_STATUSES, UNSAFE_TCB_STATUSES, Policy, validate
@@ -18,9 +26,11 @@ from attest.quote import parse_quote
 from attest.verify import DcapVerifier
 
 WINDOW_END = {b["name"]: b["window_ts"][1] for b in MANIFEST["collateral_bundles"]}
-ANY_STATUS = Policy(allowed_tcb_statuses=[s.value for s in SAFE_TCB_STATUSES],
-                    unsafe_allowed_tcb_statuses=[s.value for s in UNSAFE_TCB_STATUSES],
-                    unsafe_allow_any_advisory=True)
+ANY_STATUS = Policy(
+    allowed_tcb_statuses=[s.value for s in SAFE_TCB_STATUSES],
+    unsafe_allowed_tcb_statuses=[s.value for s in UNSAFE_TCB_STATUSES],
+    unsafe_allow_any_advisory=True,
+)
 VERIFIER = DcapVerifier()
 
 

@@ -9,7 +9,13 @@ from cryptography import x509
 
 from attest.der import decode_integer, decode_oid
 from attest.errors import FormatError
-from attest.pck import SGX_EXTENSION_OID, PckExtension, SgxType, parse_sgx_extension, pck_extension_of
+from attest.pck import (
+    SGX_EXTENSION_OID,
+    PckExtension,
+    SgxType,
+    parse_sgx_extension,
+    pck_extension_of,
+)
 from attest.quote import parse_quote
 
 
@@ -50,7 +56,10 @@ def test_example_values_of_the_base_quote() -> None:
 
 
 def test_sgx_type_2_in_trustee_6() -> None:
-    assert pck_extension_of(leaf("trustee_tdx_quote_6.bin")).sgx_type is SgxType.SCALABLE_WITH_INTEGRITY
+    assert (
+        pck_extension_of(leaf("trustee_tdx_quote_6.bin")).sgx_type
+        is SgxType.SCALABLE_WITH_INTEGRITY
+    )
 
 
 def test_ca_certificate_has_no_extension() -> None:
@@ -65,8 +74,12 @@ def test_ca_certificate_has_no_extension() -> None:
 
 def tlv(tag: int, content: bytes) -> bytes:
     n = len(content)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes(
-        (n.bit_length() + 7) // 8, "big")
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)])
+        + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
     return bytes([tag]) + length + content
 
 
@@ -90,13 +103,19 @@ def pair(arc: str, value: bytes) -> bytes:
     return tlv(0x30, oid(f"{SGX_EXTENSION_OID}.{arc}") + value)
 
 
-def encode(ext: PckExtension, *, drop: str = "", extra: bytes = b"", replace: dict | None = None) -> bytes:
+def encode(
+    ext: PckExtension, *, drop: str = "", extra: bytes = b"", replace: dict | None = None
+) -> bytes:
     replace = replace or {}
-    tcb_items = [pair(f"2.{i + 1}", integer(svn)) for i, svn in enumerate(ext.tcb.sgx_tcb_components)]
+    tcb_items = [
+        pair(f"2.{i + 1}", integer(svn)) for i, svn in enumerate(ext.tcb.sgx_tcb_components)
+    ]
     tcb_items += [pair("2.17", integer(ext.tcb.pce_svn)), pair("2.18", tlv(0x04, ext.tcb.cpu_svn))]
     config = ext.configuration
-    flags = [pair(f"7.{i}", tlv(0x01, b"\xff" if v else b"\x00"))
-             for i, v in ((1, config.dynamic_platform), (2, config.cached_keys), (3, config.smt_enabled))]
+    flags = [
+        pair(f"7.{i}", tlv(0x01, b"\xff" if v else b"\x00"))
+        for i, v in ((1, config.dynamic_platform), (2, config.cached_keys), (3, config.smt_enabled))
+    ]
     items = {
         "1": pair("1", tlv(0x04, ext.ppid)),
         "2": pair("2", tlv(0x30, b"".join(tcb_items))),
@@ -134,18 +153,29 @@ def test_optional_elements_may_be_absent(base: tuple[PckExtension, bytes]) -> No
     assert parse_sgx_extension(encode(base[0], drop="7")).configuration is None
 
 
-@pytest.mark.parametrize(("label", "mutation"), [
-    ("duplicate element", {"extra": pair("4", tlv(0x04, b"\0" * 6))}),
-    ("unknown element", {"extra": pair("8", tlv(0x04, b"\0"))}),
-    ("foreign oid", {"extra": tlv(0x30, oid("1.2.3.4") + tlv(0x04, b""))}),
-    ("short fmspc", {"replace": {"4": pair("4", tlv(0x04, b"\0" * 5))}}),
-    ("fmspc wrong type", {"replace": {"4": pair("4", integer(5))}}),
-    ("sgx type out of range", {"replace": {"5": pair("5", integer(3, tag=0x0A))}}),
-    ("sgx type as integer", {"replace": {"5": pair("5", integer(1))}}),
-    ("bad boolean", {"replace": {"7": pair("7", tlv(0x30, pair("7.1", tlv(0x01, b"\x01"))))}}),
-    ("pair with extra value", {"replace": {"3": tlv(0x30, oid(f"{SGX_EXTENSION_OID}.3")
-                                                   + tlv(0x04, b"\0\0") + tlv(0x04, b""))}}),
-])
+@pytest.mark.parametrize(
+    ("label", "mutation"),
+    [
+        ("duplicate element", {"extra": pair("4", tlv(0x04, b"\0" * 6))}),
+        ("unknown element", {"extra": pair("8", tlv(0x04, b"\0"))}),
+        ("foreign oid", {"extra": tlv(0x30, oid("1.2.3.4") + tlv(0x04, b""))}),
+        ("short fmspc", {"replace": {"4": pair("4", tlv(0x04, b"\0" * 5))}}),
+        ("fmspc wrong type", {"replace": {"4": pair("4", integer(5))}}),
+        ("sgx type out of range", {"replace": {"5": pair("5", integer(3, tag=0x0A))}}),
+        ("sgx type as integer", {"replace": {"5": pair("5", integer(1))}}),
+        ("bad boolean", {"replace": {"7": pair("7", tlv(0x30, pair("7.1", tlv(0x01, b"\x01"))))}}),
+        (
+            "pair with extra value",
+            {
+                "replace": {
+                    "3": tlv(
+                        0x30, oid(f"{SGX_EXTENSION_OID}.3") + tlv(0x04, b"\0\0") + tlv(0x04, b"")
+                    )
+                }
+            },
+        ),
+    ],
+)
 def test_malformed_extension(base: tuple[PckExtension, bytes], label: str, mutation: dict) -> None:
     with pytest.raises(FormatError):
         parse_sgx_extension(encode(base[0], **mutation))
@@ -158,28 +188,34 @@ def tcb_with(ext: PckExtension, arc: int, value: bytes) -> bytes:
     return encode(ext, replace={"2": pair("2", tlv(0x30, b"".join(items)))})
 
 
-@pytest.mark.parametrize(("arc", "value"), [
-    (1, integer(-1)),
-    (1, integer(256)),
-    (17, integer(1 << 16)),
-    (1, tlv(0x02, b"\x00\x05")),        # non-minimal INTEGER
-    (1, tlv(0x02, b"")),                # empty INTEGER
-    (18, tlv(0x04, b"\0" * 15)),        # short CPUSVN
-    (3, tlv(0x04, b"\x03")),            # component as OCTET STRING
-])
+@pytest.mark.parametrize(
+    ("arc", "value"),
+    [
+        (1, integer(-1)),
+        (1, integer(256)),
+        (17, integer(1 << 16)),
+        (1, tlv(0x02, b"\x00\x05")),  # non-minimal INTEGER
+        (1, tlv(0x02, b"")),  # empty INTEGER
+        (18, tlv(0x04, b"\0" * 15)),  # short CPUSVN
+        (3, tlv(0x04, b"\x03")),  # component as OCTET STRING
+    ],
+)
 def test_malformed_tcb(base: tuple[PckExtension, bytes], arc: int, value: bytes) -> None:
     with pytest.raises(FormatError):
         parse_sgx_extension(tcb_with(base[0], arc, value))
 
 
-@pytest.mark.parametrize("raw", [
-    b"",
-    b"\x30",
-    b"\x30\x80\x00\x00",                 # indefinite length
-    b"\x30\x81\x05" + b"\x00" * 5,      # long form for a short length
-    b"\x30\x02\x00",                     # runs past the end
-    b"\x1f\x01\x00",                     # high tag number
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x30",
+        b"\x30\x80\x00\x00",  # indefinite length
+        b"\x30\x81\x05" + b"\x00" * 5,  # long form for a short length
+        b"\x30\x02\x00",  # runs past the end
+        b"\x1f\x01\x00",  # high tag number
+    ],
+)
 def test_malformed_der(raw: bytes) -> None:
     with pytest.raises(FormatError):
         parse_sgx_extension(raw)

@@ -44,10 +44,16 @@ def test_fields_agree_with_dcap_qvl_parser(name: str) -> None:
     assert bytes(theirs.header.qe_vendor_id) == quote.header.qe_vendor_id
     assert bytes(theirs.header.user_data) == quote.header.user_data
     for ours, field in (
-        ("tee_tcb_svn", "tee_tcb_svn"), ("mr_seam", "mr_seam"), ("mr_signer_seam", "mr_signer_seam"),
-        ("seam_attributes", "seam_attributes"), ("td_attributes", "td_attributes"),
-        ("xfam", "xfam"), ("mr_td", "mr_td"), ("mr_config_id", "mr_config_id"),
-        ("mr_owner", "mr_owner"), ("mr_owner_config", "mr_owner_config"),
+        ("tee_tcb_svn", "tee_tcb_svn"),
+        ("mr_seam", "mr_seam"),
+        ("mr_signer_seam", "mr_signer_seam"),
+        ("seam_attributes", "seam_attributes"),
+        ("td_attributes", "td_attributes"),
+        ("xfam", "xfam"),
+        ("mr_td", "mr_td"),
+        ("mr_config_id", "mr_config_id"),
+        ("mr_owner", "mr_owner"),
+        ("mr_owner_config", "mr_owner_config"),
         ("report_data", "report_data"),
     ):
         assert bytes(getattr(report, field)) == getattr(quote.body, ours), field
@@ -95,17 +101,16 @@ def test_zero_padding_may_be_dropped_or_extended() -> None:
 
 
 def test_layout_constants_are_contiguous() -> None:
-    body = [span for _, span in q._TD_REPORT10_FIELDS] + list(q.TD_RTMR) + [q.TD_REPORT_DATA]
-    body15 = body + [span for _, span in q._TD_REPORT15_FIELDS]
-    qe = [span for _, span, _ in q._ENCLAVE_REPORT_FIELDS]
-    header = [q.HEADER_VERSION, q.HEADER_ATT_KEY_TYPE, q.HEADER_TEE_TYPE, q.HEADER_RESERVED,
-              q.HEADER_QE_VENDOR_ID, q.HEADER_USER_DATA]
-    for spans, total in ((body, q.TD_REPORT10_SIZE), (body15, q.TD_REPORT15_SIZE),
-                         (qe, q.ENCLAVE_REPORT_SIZE), (header, q.HEADER_SIZE)):
-        assert spans[0].offset == 0
-        assert all(a.end == b.offset for a, b in zip(spans, spans[1:], strict=False))
-        assert spans[-1].end == total
+    # _Layout refuses gaps and overlaps when the module is imported; here, the totals.
+    assert q._TD_REPORT10.fields[-1][1].end == q.TD_REPORT10_SIZE == 584
+    assert q._TD_REPORT15.fields[-1][1].end == q.TD_REPORT15_SIZE == 648
+    assert q._ENCLAVE_REPORT.fields[-1][1].end == q.ENCLAVE_REPORT_SIZE == 384
+    assert q._HEADER.fields[-1][1].end == q.HEADER_SIZE == 48
     assert (q.REPORT_DATA_OFFSET_V4, q.REPORT_DATA_OFFSET_V5) == (568, 574)
+    with pytest.raises(AssertionError, match="gap"):
+        q._Layout("x", (("a", q.Span(0, 2), False), ("b", q.Span(3, 1), False)), 4)
+    with pytest.raises(AssertionError, match="covers"):
+        q._Layout("x", (("a", q.Span(0, 2), False),), 4)
 
 
 # --- structural mutations -----------------------------------------------------------------------
@@ -124,27 +129,34 @@ def assert_format_error(raw: bytes, check: str) -> FormatError:
     return info.value
 
 
-@pytest.mark.parametrize(("offset", "fmt", "value", "check"), [
-    (0, "<H", 3, "header.version"),
-    (0, "<H", 6, "header.version"),
-    (2, "<H", 3, "header.att_key_type"),
-    (4, "<I", 0, "header.tee_type"),
-    (4, "<I", 0x80, "header.tee_type"),
-])
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "check"),
+    [
+        (0, "<H", 3, "header.version"),
+        (0, "<H", 6, "header.version"),
+        (2, "<H", 3, "header.att_key_type"),
+        (4, "<I", 0, "header.tee_type"),
+        (4, "<I", 0x80, "header.tee_type"),
+    ],
+)
 def test_header_fields_are_checked(offset: int, fmt: str, value: int, check: str) -> None:
-    error = assert_format_error(patched(quote_bytes("dcapqvl_tdx_quote_v4.bin"), offset, fmt, value),
-                                check)
+    error = assert_format_error(
+        patched(quote_bytes("dcapqvl_tdx_quote_v4.bin"), offset, fmt, value), check
+    )
     assert str(value) in str(error) or hex(value) in str(error)
 
 
-@pytest.mark.parametrize(("body_type", "size", "check"), [
-    (2, 648, "body_descriptor.size"),   # MANIFEST negative test: v5 body type 3 -> 2
-    (1, 384, "body_descriptor.type"),   # SGX enclave report in a TDX quote
-    (4, 885, "body_descriptor.type"),   # TD 1.5ex: not supported on purpose
-    (0, 648, "body_descriptor.type"),
-    (3, 584, "body_descriptor.size"),
-    (3, 649, "body_descriptor.size"),
-])
+@pytest.mark.parametrize(
+    ("body_type", "size", "check"),
+    [
+        (2, 648, "body_descriptor.size"),  # MANIFEST negative test: v5 body type 3 -> 2
+        (1, 384, "body_descriptor.type"),  # SGX enclave report in a TDX quote
+        (4, 885, "body_descriptor.type"),  # TD 1.5ex: not supported on purpose
+        (0, 648, "body_descriptor.type"),
+        (3, 584, "body_descriptor.size"),
+        (3, 649, "body_descriptor.size"),
+    ],
+)
 def test_v5_body_descriptor_is_checked(body_type: int, size: int, check: str) -> None:
     raw = patched(quote_bytes(V5_QUOTE), 48, "<H", body_type)
     assert_format_error(patched(raw, 50, "<I", size), check)
@@ -177,11 +189,13 @@ def test_size_fields_must_agree() -> None:
     assert_format_error(patched(raw, SIG_LEN_V4, "<I", 0xFFFFFFFF), "signature_data_length")
     assert_format_error(patched(raw, SIG_LEN_V4, "<I", 10), "signature_data_length")
     cert_size = struct.unpack_from("<I", raw, CERT_TYPE_V4 + 2)[0]
-    assert_format_error(patched(raw, CERT_TYPE_V4 + 2, "<I", cert_size + 1),
-                        "certification_data.size")
+    assert_format_error(
+        patched(raw, CERT_TYPE_V4 + 2, "<I", cert_size + 1), "certification_data.size"
+    )
     assert_format_error(patched(raw, QE_AUTH_SIZE_V4, "<H", 33), "certification_data.inner_type")
-    assert_format_error(patched(raw, QE_AUTH_SIZE_V4, "<H", 0xFFFF),
-                        "certification_data.qe_auth_data_size")
+    assert_format_error(
+        patched(raw, QE_AUTH_SIZE_V4, "<H", 0xFFFF), "certification_data.qe_auth_data_size"
+    )
 
 
 @pytest.mark.parametrize("cert_type", [1, 2, 3, 4, 5, 7])
@@ -202,7 +216,7 @@ def with_chain(quote: Quote, chain: bytes) -> bytes:
     raw = quote.to_bytes()
     old = quote.certification_data.pck_cert_chain.to_bytes()
     start = raw.index(old)
-    out = bytearray(raw[:start] + chain + raw[start + len(old):])
+    out = bytearray(raw[:start] + chain + raw[start + len(old) :])
     delta = len(chain) - len(old)
     body_end = len(quote.signed_bytes)
     for offset, fmt in ((body_end, "<I"), (body_end + 4 + 130, "<I"), (start - 4, "<I")):
@@ -214,14 +228,28 @@ def test_chain_rewrite_helper_keeps_a_valid_quote() -> None:
     quote = parse_vector("dcapqvl_tdx_quote_v4.bin")
     chain = quote.certification_data.pck_cert_chain.to_bytes()
     assert parse_quote(with_chain(quote, chain)) == quote
-    assert parse_quote(with_chain(quote, chain.rstrip(b"\0"))).certification_data.pck_cert_chain \
-        == q.PckCertChain(quote.pck_cert_chain, nul_terminated=False)
+    assert parse_quote(
+        with_chain(quote, chain.rstrip(b"\0"))
+    ).certification_data.pck_cert_chain == q.PckCertChain(
+        quote.pck_cert_chain, nul_terminated=False
+    )
 
 
-@pytest.mark.parametrize("mutation", [
-    "crlf", "wide_lines", "two_nuls", "text_between", "missing_end", "bad_base64", "no_certificates",
-    "extra_newline", "lowercase_marker", "base64_padding_bits",
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "crlf",
+        "wide_lines",
+        "two_nuls",
+        "text_between",
+        "missing_end",
+        "bad_base64",
+        "no_certificates",
+        "extra_newline",
+        "lowercase_marker",
+        "base64_padding_bits",
+    ],
+)
 def test_non_canonical_pem_chain_is_refused(mutation: str) -> None:
     quote = parse_vector("dcapqvl_tdx_quote_v4.bin")
     pem = quote.certification_data.pck_cert_chain.to_bytes()
@@ -276,3 +304,21 @@ def test_dataclasses_refuse_wrong_sizes() -> None:
 def test_oversized_input_is_refused() -> None:
     raw = quote_bytes("dcapqvl_tdx_quote_v4.bin")
     assert_format_error(raw + bytes(q.MAX_QUOTE_SIZE), "quote.size")
+
+
+@pytest.mark.parametrize("content", [0, 1, 45, 46, 47, 93, 94, 95, 200])
+def test_canonical_pem_check_agrees_with_re_encoding(content: int) -> None:
+    """The fast canonical check accepts exactly `_pem_block(der)` for any length of DER."""
+    length = bytes([content]) if content < 0x80 else b"\x81" + bytes([content])
+    der = b"\x30" + length + bytes(range(content))
+    block = q._pem_block(der)
+    assert q.PckCertChain.from_bytes(block).certificates == (der,)
+    body = block[len(q.PEM_BEGIN) : -len(q.PEM_END)]
+    for cut in range(1, len(body)):  # move one line break anywhere else: never canonical
+        if body[cut - 1 : cut] == b"\n" or body[cut : cut + 1] == b"\n":
+            continue
+        moved = body.replace(b"\n", b"", 1)
+        moved = moved[:cut] + b"\n" + moved[cut:]
+        if moved != body:
+            with pytest.raises(FormatError):
+                q.PckCertChain.from_bytes(q.PEM_BEGIN + moved + q.PEM_END)

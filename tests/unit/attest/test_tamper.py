@@ -108,14 +108,21 @@ def test_every_offset_of_the_base_quote() -> None:
                 seen[region].add(type(info.value))
                 assert isinstance(info.value, EXPECTED[region]), (region, offset, mask, info.value)
     assert seen["body"] == {errors.SignatureError}
-    assert errors.CertificateError in seen["pck_cert_chain"] and errors.FormatError in seen["pck_cert_chain"]
+    assert (
+        errors.CertificateError in seen["pck_cert_chain"]
+        and errors.FormatError in seen["pck_cert_chain"]
+    )
 
 
 def sampled_offsets(quote: Quote, raw: bytes, seed: str, per_region: int = 12) -> list[int]:
     rng = random.Random(seed)
     offsets: list[int] = []
     for name, offsets_in_region in regions(quote, raw).items():
-        if name == "padding" and len(quote.padding) and quote.padding.count(0) != len(quote.padding):
+        if (
+            name == "padding"
+            and len(quote.padding)
+            and quote.padding.count(0) != len(quote.padding)
+        ):
             continue  # SPR_E4's appended bytes are unsigned by design (unsafe_allow_trailing_data)
         population = list(offsets_in_region)
         offsets += rng.sample(population, min(per_region, len(population)))
@@ -170,7 +177,9 @@ def evidence_intact(quote: Quote) -> bool:
         bound = hashlib.sha256(quote.attestation_key + qe.qe_auth_data).digest() + bytes(32)
         if qe.qe_report.report_data != bound:
             return False
-        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + quote.attestation_key)
+        key = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), b"\x04" + quote.attestation_key
+        )
         _raw_verify(key, quote.signature, quote.signed_bytes)
     except (ValueError, TypeError, InvalidSignature):
         return False
@@ -179,5 +188,8 @@ def evidence_intact(quote: Quote) -> bool:
 
 def _raw_verify(key, signature: bytes, data: bytes) -> None:
     r, s = struct.unpack(">32s32s", signature)
-    key.verify(encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big")), data,
-               ec.ECDSA(hashes.SHA256()))
+    key.verify(
+        encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big")),
+        data,
+        ec.ECDSA(hashes.SHA256()),
+    )

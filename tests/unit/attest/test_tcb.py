@@ -22,9 +22,12 @@ def tee_tcb_svn(*head: int) -> bytes:
     return bytes(head) + bytes(16 - len(head))
 
 
-def level(status: S, sgx: int = 0, pce: int = 0, tdx: tuple[int, ...] = (), advisories=()) -> TcbLevel:
-    return TcbLevel((sgx,) * 16, pce, tuple(tdx) + (0,) * (16 - len(tdx)), DATE, status,
-                    tuple(advisories))
+def level(
+    status: S, sgx: int = 0, pce: int = 0, tdx: tuple[int, ...] = (), advisories=()
+) -> TcbLevel:
+    return TcbLevel(
+        (sgx,) * 16, pce, tuple(tdx) + (0,) * (16 - len(tdx)), DATE, status, tuple(advisories)
+    )
 
 
 def identity_level(isv_svn: int, status: S, advisories=()) -> IdentityTcbLevel:
@@ -41,16 +44,23 @@ def real():
     return collateral.tcb_info.tcb_info, collateral.qe_identity.qe_identity, body
 
 
-@pytest.mark.parametrize(("status", "other", "merged"), [
-    (S.UP_TO_DATE, S.UP_TO_DATE, S.UP_TO_DATE),
-    (S.UP_TO_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE),
-    (S.SW_HARDENING_NEEDED, S.OUT_OF_DATE, S.OUT_OF_DATE),
-    (S.CONFIGURATION_NEEDED, S.OUT_OF_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED),
-    (S.CONFIGURATION_AND_SW_HARDENING_NEEDED, S.OUT_OF_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED),
-    (S.OUT_OF_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE),
-    (S.CONFIGURATION_NEEDED, S.UP_TO_DATE, S.CONFIGURATION_NEEDED),
-    (S.OUT_OF_DATE_CONFIGURATION_NEEDED, S.UP_TO_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED),
-])
+@pytest.mark.parametrize(
+    ("status", "other", "merged"),
+    [
+        (S.UP_TO_DATE, S.UP_TO_DATE, S.UP_TO_DATE),
+        (S.UP_TO_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE),
+        (S.SW_HARDENING_NEEDED, S.OUT_OF_DATE, S.OUT_OF_DATE),
+        (S.CONFIGURATION_NEEDED, S.OUT_OF_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED),
+        (
+            S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+            S.OUT_OF_DATE,
+            S.OUT_OF_DATE_CONFIGURATION_NEEDED,
+        ),
+        (S.OUT_OF_DATE, S.OUT_OF_DATE, S.OUT_OF_DATE),
+        (S.CONFIGURATION_NEEDED, S.UP_TO_DATE, S.CONFIGURATION_NEEDED),
+        (S.OUT_OF_DATE_CONFIGURATION_NEEDED, S.UP_TO_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED),
+    ],
+)
 def test_converge(status: S, other: S, merged: S) -> None:
     assert converge(status, other) is merged
 
@@ -66,8 +76,11 @@ def test_module_components_are_skipped_only_for_module_major_above_zero(real) ->
 
 
 def test_first_matching_level_in_signed_order_wins(real) -> None:
-    levels = (level(S.UP_TO_DATE, 4, 13, (0, 0, 3)), level(S.SW_HARDENING_NEEDED, 3, 13, (0, 0, 3)),
-              level(S.OUT_OF_DATE, 0, 0))
+    levels = (
+        level(S.UP_TO_DATE, 4, 13, (0, 0, 3)),
+        level(S.SW_HARDENING_NEEDED, 3, 13, (0, 0, 3)),
+        level(S.OUT_OF_DATE, 0, 0),
+    )
     tcb_info = dataclasses.replace(real[0], tcb_levels=levels)
     assert match_platform_level(tcb_info, PCK, tee_tcb_svn(5, 1, 3)) is levels[1]
     assert match_platform_level(tcb_info, PCK, tee_tcb_svn(5, 1, 2)) is levels[2]
@@ -77,15 +90,22 @@ def test_first_matching_level_in_signed_order_wins(real) -> None:
 
 def test_real_dstack_quote_is_up_to_date(real) -> None:
     tcb_info, qe_identity, body = real
-    evaluation = evaluate_tcb(tcb_info, qe_identity, PckTcb((4, 4, 2, 2, 4, 1, 0, 5) + (0,) * 8, 13,
-                                                            bytes(16)), body, qe_isv_svn=4)
+    evaluation = evaluate_tcb(
+        tcb_info,
+        qe_identity,
+        PckTcb((4, 4, 2, 2, 4, 1, 0, 5) + (0,) * 8, 13, bytes(16)),
+        body,
+        qe_isv_svn=4,
+    )
     assert evaluation.status is S.UP_TO_DATE
     assert evaluation.tdx_module_id == "TDX_01" and evaluation.tdx_module_level.isv_svn == 6
 
 
 def module_identities(tcb_info, **changes):
     first = tcb_info.tdx_module_identities[1]  # TDX_01
-    return dataclasses.replace(tcb_info, tdx_module_identities=(dataclasses.replace(first, **changes),))
+    return dataclasses.replace(
+        tcb_info, tdx_module_identities=(dataclasses.replace(first, **changes),)
+    )
 
 
 def body_with(body, **changes):
@@ -121,21 +141,29 @@ def test_status_merge_and_advisories(real) -> None:
     tcb_info, qe_identity, body = real
     pck = PckTcb((4, 4, 2, 2, 4, 1, 0, 5) + (0,) * 8, 13, bytes(16))
     info = dataclasses.replace(
-        module_identities(tcb_info, tcb_levels=(identity_level(0, S.OUT_OF_DATE, ["SA-2", "SA-1"]),)),
+        module_identities(
+            tcb_info, tcb_levels=(identity_level(0, S.OUT_OF_DATE, ["SA-2", "SA-1"]),)
+        ),
         tcb_levels=(level(S.CONFIGURATION_NEEDED, 0, 0, (), ["SA-3", "SA-1"]),),
     )
     qe = dataclasses.replace(qe_identity, tcb_levels=(identity_level(0, S.UP_TO_DATE, ["SA-0"]),))
     evaluation = evaluate_tcb(info, qe, pck, body, 4)
     assert evaluation.status is S.OUT_OF_DATE_CONFIGURATION_NEEDED
     assert evaluation.advisory_ids == ("SA-0", "SA-1", "SA-2", "SA-3")
-    qe_old = dataclasses.replace(qe_identity, tcb_levels=(identity_level(5, S.UP_TO_DATE),
-                                                          identity_level(0, S.OUT_OF_DATE)))
-    plain = dataclasses.replace(info, tcb_levels=(level(S.UP_TO_DATE),),
-                                tdx_module_identities=tcb_info.tdx_module_identities)
+    qe_old = dataclasses.replace(
+        qe_identity, tcb_levels=(identity_level(5, S.UP_TO_DATE), identity_level(0, S.OUT_OF_DATE))
+    )
+    plain = dataclasses.replace(
+        info,
+        tcb_levels=(level(S.UP_TO_DATE),),
+        tdx_module_identities=tcb_info.tdx_module_identities,
+    )
     assert evaluate_tcb(plain, qe_old, pck, body, 4).status is S.OUT_OF_DATE
     assert evaluate_tcb(plain, qe_old, pck, body, 5).status is S.UP_TO_DATE
     with pytest.raises(errors.TcbLevelError, match="QE ISVSVN"):
-        evaluate_tcb(plain, dataclasses.replace(qe_old, tcb_levels=qe_old.tcb_levels[:1]), pck, body, 4)
+        evaluate_tcb(
+            plain, dataclasses.replace(qe_old, tcb_levels=qe_old.tcb_levels[:1]), pck, body, 4
+        )
 
 
 @pytest.mark.parametrize("where", ["platform", "module", "qe"])
