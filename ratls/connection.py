@@ -21,6 +21,7 @@ import socket
 import ssl
 import threading
 from collections import OrderedDict
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -110,7 +111,7 @@ class ConnectionGate:
                     self._cache.popitem(last=False)
         return result
 
-    def _cached(self, key: tuple[bytes, str], now) -> AttestationResult | None:
+    def _cached(self, key: tuple[bytes, str], now: datetime) -> AttestationResult | None:
         with self._lock:
             result = self._cache.get(key)
             if result is None:

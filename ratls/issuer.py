@@ -162,11 +162,16 @@ class IdentityIssuer:
         try:
             quoted = parse_quote(quote).body.report_data
         except AttestError as exc:
-            raise IssuanceError(f"quote provider returned a malformed quote: {exc}",
-                                check="quote_format") from exc
+            raise IssuanceError(
+                f"quote provider returned a malformed quote: {exc}", check="quote_format"
+            ) from exc
         if quoted != report_data:
-            raise IssuanceError("quote does not carry the REPORTDATA asked for",
-                                check="report_data", expected=report_data, actual=quoted)
+            raise IssuanceError(
+                "quote does not carry the REPORTDATA asked for",
+                check="report_data",
+                expected=report_data,
+                actual=quoted,
+            )
         certificate = build_certificate(
             self._key,
             names=self._names,

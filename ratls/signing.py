@@ -195,21 +195,12 @@ def verify_json(
             expected=sorted(expected_keys),
             actual=sorted(document) if isinstance(document, Mapping) else type(document).__name__,
         )
-    if document["purpose"] != purpose:
-        raise SignatureError(
-            "document was signed for another purpose",
-            check="purpose",
-            expected=purpose,
-            actual=document["purpose"],
-        )
-    fingerprint = certificate_sha256(certificate)
-    if document["certificate_sha256"] != fingerprint:
-        raise SignatureError(
-            "document names another signing certificate",
-            check="certificate_sha256",
-            expected=fingerprint,
-            actual=document["certificate_sha256"],
-        )
+    for name, expected, what in (
+        ("purpose", purpose, "document was signed for another purpose"),
+        ("certificate_sha256", certificate_sha256(certificate), "document names another signer"),
+    ):
+        if document[name] != expected:
+            raise SignatureError(what, check=name, expected=expected, actual=document[name])
     if not isinstance(document["payload"], Mapping):
         raise SignatureError("payload is not a JSON object", check="payload")
     signature = _hex_field(document["signature"], "signature")

@@ -135,22 +135,26 @@ def test_not_der_is_a_format_error() -> None:
     assert err.value.check == "der"
 
 
-def test_rsa_key_is_a_format_error() -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def foreign_certificate(public_key, signer) -> bytes:
+    """A certificate outside the profile's builder: any key, signed by any key."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    cert = (
+    return der_of(
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(1)
         .not_valid_before(NOW)
         .not_valid_after(NOW + timedelta(days=1))
         .add_extension(x509.UnrecognizedExtension(TDX_QUOTE_OID, QUOTE), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(signer, hashes.SHA256())
     )
+
+
+def test_rsa_key_is_a_format_error() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(CertificateFormatError) as err:
-        parse_certificate(der_of(cert))
+        parse_certificate(foreign_certificate(key.public_key(), key))
     assert err.value.check == "key_type"
 
 
@@ -189,21 +193,9 @@ def test_any_change_to_the_signed_certificate_breaks_its_self_signature() -> Non
 
 def test_certificate_signed_by_another_key_is_refused() -> None:
     subject_key = ec.generate_private_key(ec.SECP256R1())
-    signer = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(subject_key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + timedelta(days=1))
-        .add_extension(x509.UnrecognizedExtension(TDX_QUOTE_OID, QUOTE), critical=False)
-        .sign(signer, hashes.SHA256())
-    )
+    der = foreign_certificate(subject_key.public_key(), ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(CertificateError) as err:
-        check_certificate(parse_certificate(der_of(cert)), now=NOW)
+        check_certificate(parse_certificate(der), now=NOW)
     assert err.value.check == "self_signature"
 
 
