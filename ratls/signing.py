@@ -20,7 +20,6 @@ verifies as another.
 from __future__ import annotations
 
 import decimal
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 import hashlib
 import math
 from collections.abc import Mapping
@@ -99,11 +98,16 @@ def _write(value: Any, out: list[str]) -> None:
 
 
 def _string(text: str) -> str:
-    # json's C escaper emits exactly RFC 8785's form: `"` and `\\` escaped, \b \f \n \r \t as
-    # such, other control characters as lowercase \u00xx, everything else (non-ASCII included)
-    # as is. It is ~30x faster than a Python loop, which matters on the proxy's hot path
-    # (every receipt is canonicalised).
-    return encode_basestring(text)
+    out = ['"']
+    for char in text:
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char < " ":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
 
 
 def _number(value: float) -> str:
