@@ -440,8 +440,15 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(faults.stream_delay)
             data = "[DONE]" if payload is None else json.dumps(payload)
             frame = f"data: {data}\n\n".encode()
-            self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
-            self.wfile.flush()
+            try:
+                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                # Reported on stdout (the engine log tail) so that tests can see a proxy close
+                # the upstream request when its client goes away, as vLLM aborts generation.
+                log(f"client disconnected mid-stream after {sent} events")
+                self.close_connection = True
+                return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

@@ -1,0 +1,106 @@
+"""The API server: gunicorn (gthread workers) serving the Flask app over RA-TLS.
+
+The supervisor starts it as a child process (`python -m appliance.api_server`) with the settings
+in the environment. Each worker builds its own app after the fork (no preloading: SQLite
+connections, locks and key material are per process) and serves TLS through the ratls rotating
+context, whose identity comes from the supervisor: the worker notices a new generation in the
+shared state file and fetches the new certificate and key over the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from prometheus_client import CollectorRegistry
+
+from appliance.app import WorkerServices, create_app
+from appliance.control import ControlClient
+from appliance.identity import SupervisorIdentitySource
+from appliance.logs import GunicornJsonLogger
+from appliance.metrics import Metrics, mark_worker_dead
+from appliance.proxy import InferenceProxy
+from appliance.receipt_log import ReceiptLog
+from appliance.receipts import ReceiptRecorder
+from appliance.settings import Settings
+from appliance.shared_state import SharedStateReader
+from appliance.upstream import EngineClient, EngineEndpoint
+from ratls.server import RotatingServerContext
+
+log = logging.getLogger(__name__)
+
+# How long gunicorn lets in-flight requests (streams included) finish on a graceful stop.
+GRACEFUL_TIMEOUT = 10
+KEEPALIVE = 30
+
+
+def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:
+    """Everything one worker process needs, wired from the settings."""
+    state = SharedStateReader(settings.shared_state_file)
+    control = ControlClient(settings.control_socket)
+    identity = SupervisorIdentitySource(state, control)
+    metrics = Metrics(CollectorRegistry())
+    receipts = ReceiptLog(settings.receipts_path, settings.receipts_max)
+    recorder = ReceiptRecorder(receipts, lambda: datetime.now(UTC), metrics)
+    engine = EngineClient(EngineEndpoint("127.0.0.1", settings.vllm_port,
+                                         idle_timeout=settings.upstream_idle_timeout))
+    services = WorkerServices(
+        state=state, identity=identity, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
+        receipts=receipts, metrics=metrics,
+    )
+    return create_app(settings, services), RotatingServerContext(identity)
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tls: RotatingServerContext | None = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self._settings
+        host, port = settings.listen_address
+        options: dict[str, Any] = {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": settings.workers,
+            "worker_class": "gthread",
+            "threads": settings.threads,
+            # gunicorn turns TLS on when certfile is set and checks the file exists; the ssl_context
+            # hook below never reads it.
+            "certfile": "/dev/null",
+            "ssl_context": self._ssl_context,
+            "keepalive": KEEPALIVE,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "timeout": 120,
+            "accesslog": None,
+            "logger_class": GunicornJsonLogger,
+            "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
+            "proc_name": "appliance-api",
+            "forwarded_allow_ips": "",
+        }
+        if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 24 opens one by default
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        app, self._tls = build_worker(self._settings)
+        return app
+
+    def _ssl_context(self, config: Any, default_factory: Any):
+        assert self._tls is not None, "the worker's app is loaded before it accepts connections"
+        return self._tls.gunicorn_hook(config, default_factory)
+
+
+def main() -> int:
+    settings = Settings()
+    ApiServer(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

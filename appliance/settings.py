@@ -1,0 +1,162 @@
+"""The service's one settings object: every `appliance serve` flag is also an `APPLIANCE_*` variable.
+
+Precedence: command-line flag > environment > default. Secrets (`load_token`, `management_token`)
+are `SecretStr` so that a stray log line or repr shows `**********`; pass them through the
+environment (`APPLIANCE_LOAD_TOKEN` or `LOAD_TOKEN`, `APPLIANCE_MANAGEMENT_TOKEN`) rather than as
+flags, which `ps` shows to every local user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path("/var/lib/appliance")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    # Models and the engine.
+    models_dir: Path = Path("/var/lib/appliance/models")
+    roothash_dir: Path = Path("/etc/appliance/roothash")
+    vllm_port: int = Field(8000, ge=1, le=65535)
+    vllm_bin: str = "vllm"
+    engine_arg: tuple[str, ...] = ()
+    # NAME=VALUE for the engine's environment, which is otherwise clean (the loader passes only a
+    # few variables such as PATH: never the service's secrets).
+    engine_env: tuple[str, ...] = ()
+    # "cpu": vLLM's CPU build tuned for a fast start (--enforce-eager, uni executor; development
+    # and CI). "production": vLLM's defaults.
+    engine_profile: Literal["production", "cpu"] = "production"
+
+    # The public API.
+    listen: str = "0.0.0.0:8443"
+    hostname: tuple[str, ...] = ("localhost",)
+    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(32, ge=1, le=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Seconds without a byte from the engine before a request fails; there is no total timeout,
+    # so a long stream that keeps producing events is never cut.
+    upstream_idle_timeout: float = Field(600.0, gt=0)
+    load_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("load_token", "APPLIANCE_LOAD_TOKEN", "LOAD_TOKEN")
+    )
+    insecure_open_lifecycle: bool = False
+
+    # Evidence.
+    tee: Literal["tdx", "simulated"] = "tdx"
+    # Collateral for --tee tdx: a PCCS base URL; Intel's PCS when unset.
+    pccs_url: str | None = None
+
+    # State: the simulated authority, the control socket, the last loaded model, receipts.
+    state_dir: Path = DEFAULT_STATE_DIR
+    receipts_db: Path | None = None
+    receipts_max: int = Field(1_000_000, ge=1)
+
+    # Status push to the management plane.
+    management_url: str | None = None
+    management_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("management_token", "APPLIANCE_MANAGEMENT_TOKEN")
+    )
+    enclave_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    push_interval: float = Field(30.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("engine_env")
+    @classmethod
+    def _engine_env_is_assignments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            name, sep, _ = item.partition("=")
+            if not sep or not name or not name.replace("_", "").isalnum():
+                raise ValueError(f"--engine-env takes NAME=VALUE, got {item!r}")
+        return value
+
+    @property
+    def engine_environment(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.engine_env)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostnames_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not name.strip() for name in value):
+            raise ValueError("at least one non-empty --hostname is needed for the certificate SAN")
+        return value
+
+    @field_validator("management_url")
+    @classmethod
+    def _management_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"--management-url must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _lifecycle_is_protected(self) -> Settings:
+        if self.load_token is not None and not self.load_token.get_secret_value():
+            raise ValueError("--load-token must not be empty (omit it to leave lifecycle closed)")
+        if self.management_url and self.management_token is None:
+            raise ValueError("--management-url needs --management-token (APPLIANCE_MANAGEMENT_TOKEN)")
+        return self
+
+    # Derived paths. The run directory holds the control socket and the shared state file; it is
+    # created 0700 by the supervisor.
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def shared_state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.run_dir / "metrics"
+
+    @property
+    def receipts_path(self) -> Path:
+        return self.receipts_db or self.state_dir / "receipts.sqlite3"
+
+    @property
+    def simulated_dir(self) -> Path:
+        return self.state_dir / "simulated"
+
+    @property
+    def engine_port_url(self) -> str:
+        return f"http://127.0.0.1:{self.vllm_port}"
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` -> (host, port); a clear ValueError otherwise."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise ValueError(f"--listen host must be an IP address or localhost, got {host!r}") from exc
+    return host, int(port_text)

@@ -1,0 +1,71 @@
+"""Settings: flags over environment over defaults; secrets stay secret; bad values are refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from appliance.settings import Settings, split_listen
+
+
+def test_environment_and_the_bare_load_token_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_VLLM_PORT", "8123")
+    monkeypatch.setenv("LOAD_TOKEN", "s3cret")
+    monkeypatch.setenv("APPLIANCE_HOSTNAME", '["a.example", "10.0.0.1"]')
+    settings = Settings()
+    assert settings.vllm_port == 8123
+    assert settings.load_token.get_secret_value() == "s3cret"
+    assert settings.hostname == ("a.example", "10.0.0.1")
+    assert "s3cret" not in repr(settings)
+
+
+def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_VLLM_PORT", "8123")
+    assert Settings(vllm_port=9000).vllm_port == 9000
+
+
+@pytest.mark.parametrize("field, value", [
+    ("listen", "nohost"), ("listen", "1.2.3.4:99999"), ("listen", "example.com:443"),
+    ("vllm_port", 0), ("workers", 0), ("tee", "sev"), ("management_url", "ftp://x"),
+    ("load_token", ""), ("hostname", ()),
+])
+def test_bad_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: value})
+
+
+def test_management_url_needs_a_token() -> None:
+    with pytest.raises(ValidationError, match="management-token"):
+        Settings(management_url="https://mgmt.example")
+
+
+def test_unknown_settings_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(load_tokn="typo")
+
+
+def test_listen_forms() -> None:
+    assert split_listen("127.0.0.1:8443") == ("127.0.0.1", 8443)
+    assert split_listen("[::1]:443") == ("::1", 443)
+    assert split_listen(":443") == ("0.0.0.0", 443)
+
+
+def test_systemd_credentials_directory_supplies_secrets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from appliance.cli.serve import settings_from_args
+
+    (tmp_path / "load_token").write_text("from-a-credential")
+    (tmp_path / "management_token").write_text("mgmt-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    settings = settings_from_args(argparse.Namespace(management_url="https://mgmt.example",
+                                                     hostname=["a.example"]))
+    assert settings.load_token.get_secret_value() == "from-a-credential"
+    assert settings.management_token.get_secret_value() == "mgmt-credential"
+    assert settings.hostname == ("a.example",)
+
+
+def test_engine_env_assignments() -> None:
+    assert Settings(engine_env=("A=1", "B_C=x=y")).engine_environment == {"A": "1", "B_C": "x=y"}
+    with pytest.raises(ValidationError):
+        Settings(engine_env=("novalue",))

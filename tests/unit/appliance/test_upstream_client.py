@@ -1,0 +1,202 @@
+"""The lean engine client against a scripted raw TCP server: exact bytes, split reads, bad framing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from appliance.errors import UpstreamError, UpstreamTimeout
+from appliance.upstream import EngineClient, EngineEndpoint
+
+Script = Callable[[socket.socket, bytes], None]
+
+
+class ScriptedServer:
+    """Accepts connections; for each request calls the script with (conn, raw request)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.client_closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        self.client_closed.set()
+                        return
+                    buffer += data
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+                self.requests.append(request)
+                try:
+                    self.script(conn, request)
+                except OSError:
+                    self.client_closed.set()
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(script: Script) -> tuple[ScriptedServer, EngineClient]:
+        server = ScriptedServer(script)
+        servers.append(server)
+        return server, EngineClient(EngineEndpoint("127.0.0.1", server.port, idle_timeout=0.5))
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def json_response(body: bytes, extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+def test_request_bytes_are_exact_and_body_is_returned_unchanged(serve) -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "h\\u00e9"}]}  '
+    answer = b'{"id":"x",  "choices":[]}\n'
+    server, client = serve(lambda conn, req: conn.sendall(json_response(answer)))
+    response = client.request("POST", "/v1/chat/completions", body)
+    assert response.status == 200
+    assert response.header(b"content-type") == b"application/json"
+    assert response.read() == answer
+    assert server.requests[0].endswith(b"\r\n\r\n" + body)
+    assert server.requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"Content-Length: %d\r\n" % len(body) in server.requests[0]
+
+
+def test_keep_alive_reuses_one_connection(serve) -> None:
+    server, client = serve(lambda conn, req: conn.sendall(json_response(b"{}")))
+    for _ in range(5):
+        assert client.request("POST", "/x", b"{}").read() == b"{}"
+    assert server.connections == 1
+
+
+def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve) -> None:
+    release = threading.Event()
+
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        conn.sendall(b"b\r\ndata: one\n\n\r\n")
+        release.wait(0.4)
+        # A chunk split across two TCP writes, then a chunk extension and the terminator.
+        conn.sendall(b"b\r\ndata: t")
+        time.sleep(0.05)
+        conn.sendall(b"wo\n\n\r\n6;ext=1\r\n[DONE]\r\n0\r\n\r\n")
+
+    _, client = serve(script)
+    response = client.request("POST", "/v1/completions", b"{}")
+    chunks = response.chunks()
+    assert next(chunks) == b"data: one\n\n"  # before the server sends the rest
+    release.set()
+    assert b"".join(chunks) == b"data: two\n\n[DONE]"
+
+
+def test_a_closed_response_drops_the_connection_so_the_engine_sees_it(serve) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        while conn.recv(1):  # until the client goes away
+            pass
+        raise OSError("client closed")
+
+    server, client = serve(script)
+    response = client.request("POST", "/v1/completions", b"{}")
+    assert next(response.chunks()) == b"hello"
+    response.close()
+    assert server.client_closed.wait(5)
+
+
+def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(json_response(b"{}", b"connection: keep-alive\r\n"))
+        conn.shutdown(socket.SHUT_RDWR)  # the engine closes the idle connection afterwards
+        raise OSError("closed")
+
+    server, client = serve(script)
+    assert client.request("POST", "/x", b"{}").read() == b"{}"
+    time.sleep(0.1)
+    assert client.request("POST", "/x", b"{}").read() == b"{}"
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("reply, match", [
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX", "not followed by CRLF"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", "transfer-encoding"),
+    (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "Content-Length"),
+    (b"SPDY/9 200 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "middle of a response"),
+])
+def test_broken_framing_is_an_upstream_error(serve, reply: bytes, match: str) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(reply)
+        conn.shutdown(socket.SHUT_WR)
+
+    _, client = serve(script)
+    with pytest.raises(UpstreamError, match=match):
+        client.request("POST", "/x", b"{}").read()
+
+
+def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(4):  # 4 x 0.3 s > the 0.5 s idle timeout, but no gap reaches it
+            time.sleep(0.3)
+            conn.sendall(b"1\r\nx\r\n")
+        conn.sendall(b"0\r\n\r\n")
+
+    _, client = serve(script)
+    assert client.request("POST", "/x", b"{}").read() == b"xxxx"
+
+
+def test_silent_engine_is_a_timeout(serve) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        time.sleep(1)
+
+    _, client = serve(script)
+    with pytest.raises(UpstreamTimeout):
+        client.request("POST", "/x", b"{}")
+
+
+def test_nothing_listening_is_an_upstream_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = EngineClient(EngineEndpoint("127.0.0.1", port))
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        client.request("POST", "/x", b"{}")
