@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -86,6 +87,15 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         response = Response(error.body(), status=error.status, mimetype="application/json")
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="appliance lifecycle"'
+        if error.status == 421:
+            # The connection attested superseded evidence: drop it, so that a retry (RFC 9110
+            # 15.5.20) opens a new connection and verifies the re-issued certificate. gunicorn
+            # ignores an application's `Connection: close`, so the socket is also shut down once
+            # the response has been written (Flask runs call_on_close after the server sent it).
+            response.headers["Connection"] = "close"
+            connection = request.environ.get("gunicorn.socket")
+            if connection is not None:
+                response.call_on_close(lambda: _shut_down(connection))
         if isinstance(exc, HTTPException) and exc.code == 405:
             allowed = exc.valid_methods or []
             response.headers["Allow"] = ", ".join(allowed)
@@ -239,3 +249,10 @@ def _as_api_error(exc: Exception) -> ApiError:
             return error
     log.exception("unhandled error on %s %s", request.method, request.path)
     return ApiError("internal error (details are in the appliance's log)")
+
+
+def _shut_down(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the client went away first

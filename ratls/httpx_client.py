@@ -152,6 +152,11 @@ class _ResponseStream(httpx.SyncByteStream):
             close()
 
 
+# How often a request answered 421 (Misdirected Request) is sent again on a new connection: one
+# stale idle connection after another may answer 421 before a fresh one is opened.
+MISDIRECTED_RETRIES = 3
+
+
 class AttestedTransport(httpx.BaseTransport):
     """HTTPS only; every new connection passes `gate` before httpcore writes to it."""
 
@@ -169,6 +174,25 @@ class AttestedTransport(httpx.BaseTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._send(request)
+        # 421: the server's evidence changed since this connection was verified (e.g. a model was
+        # loaded). The connection is closed here, before it goes back to the pool, so that no
+        # request is sent on it again; a replayable request is retried, which opens a new
+        # connection and verifies the new certificate before the request is sent again.
+        retries = MISDIRECTED_RETRIES if isinstance(request.stream, httpx.ByteStream) else 0
+        while response.status_code == 421:
+            response.read()
+            stream = response.extensions.get("network_stream")
+            if stream is not None:
+                stream.close()
+            if retries == 0:
+                return response
+            response.close()
+            retries -= 1
+            response = self._send(request)
+        return response
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
             raise RatlsError(
                 "RA-TLS clients send requests over https only",

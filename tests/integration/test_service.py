@@ -54,13 +54,21 @@ def service(work: Path, images) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def client(service: Service) -> Iterator[VerifyingClient]:
+def client(service: Service, images) -> Iterator[VerifyingClient]:
     with verifying_client(service) as operator:
         load = operator.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
         assert load.status_code == 202, load.text
         wait_for_status(operator.http, lambda s: s["proxy_status"] == "ready")
-        # The loaded model is answered only on connections that attested it: a new client.
-        assert operator.http.post("/v1/chat/completions", json=CHAT).status_code == 421
+        # The loaded model is answered only on connections that attested it. The operator's
+        # connection attested "no model": the appliance answers 421 and closes it, and the
+        # verifying client retries on a new connection, verifying the re-issued certificate first.
+        before = operator.last_result().certificate.sha256_fingerprint
+        assert operator.last_result().model_digest is None
+        response = operator.http.post("/v1/chat/completions", json=CHAT)
+        assert response.status_code == 200, response.text
+        after = operator.last_result()
+        assert after.certificate.sha256_fingerprint != before
+        assert after.verified and after.model_digest == images["digest"]
     with verifying_client(service) as client:
         yield client
 

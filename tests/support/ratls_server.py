@@ -146,6 +146,17 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 },
             )
+        if self.server.misdirect_posts > 0:
+            # Evidence superseded (as after a model load): 421 and close, like the appliance.
+            self.server.misdirect_posts -= 1
+            self.close_connection = True
+            body = b'{"error": {"message": "superseded", "type": "x", "param": null, "code": null}}'
+            self.send_response(421)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         if body.get("stream"):
             return self._stream_chat()
         self._json(
@@ -221,6 +232,7 @@ class RatlsTestServer(ThreadingHTTPServer):
         # ... or echo the nonce asked for around a quote made for `forge_nonce_quote`.
         self.forge_nonce_quote = forge_nonce_quote
         self.connections: list[ConnectionRecord] = []
+        self.misdirect_posts = 0  # how many POSTs to answer 421 + close before answering
         super().__init__(("127.0.0.1", 0), _Handler)
         self.port = self.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"

@@ -33,7 +33,7 @@ from ratls.errors import (
     ModelDigestError,
     RatlsError,
 )
-from ratls.httpx_client import attested_httpx_client
+from ratls.httpx_client import MISDIRECTED_RETRIES, attested_httpx_client
 from ratls.issuer import Identity, IdentityIssuer
 from ratls.policy import AppraisalPolicy
 from ratls.profile import RatlsCertificate, build_certificate, parse_certificate, spki_der
@@ -87,6 +87,21 @@ def test_openai_sdk_completes_through_the_verifying_client(server, make_verifier
 def test_client_verifies_then_requests(kind, server, make_verifier, clock) -> None:
     assert fetch(kind, make_verifier(), server.url, clock) == COMPLETION_TEXT
     assert server.connections[0].requests == ["POST /v1/chat/completions"]
+
+
+def test_httpx_client_retries_421_on_a_new_verified_connection(server, make_verifier, clock) -> None:
+    server.misdirect_posts = 2
+    assert fetch("httpx", make_verifier(), server.url, clock) == COMPLETION_TEXT
+    posts = [c for c in server.connections if c.requests]
+    assert len(posts) == 3 and all(c.requests == ["POST /v1/chat/completions"] for c in posts)
+
+
+def test_httpx_client_gives_up_after_bounded_421_retries(server, make_verifier, clock) -> None:
+    server.misdirect_posts = 100
+    with attested_httpx_client(make_verifier(), clock=clock) as client:
+        response = client.post(f"{server.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 421
+    assert server.misdirect_posts == 100 - 1 - MISDIRECTED_RETRIES
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

@@ -244,3 +244,4 @@ def test_a_connection_that_attested_another_model_gets_421(client, supervisor_do
     response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 421
     assert response.get_json()["error"]["code"] == "certificate_superseded"
+    assert response.headers["Connection"] == "close"
