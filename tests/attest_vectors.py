@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from conftest import VECTORS
+from support.vectors import VECTORS
 
 from attest.collateral import Collateral, collateral_from_bundle_json
 

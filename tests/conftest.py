@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from support.vectors import VECTORS
 
 # Fixtures shared by several test packages (the fake engine: `fake_vllm_bin`).
 pytest_plugins = ("support.engines",)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The vectors are shared between projects and are never copied into this repository.
-VECTORS = Path(os.environ.get("APPLIANCE_VECTORS", PROJECT_ROOT.parent / "shared" / "vectors"))
 
 
 @pytest.fixture(scope="session")

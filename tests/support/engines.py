@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from loader.engine import VllmEngine
+from support.vectors import PROJECT_ROOT
 
 FAKE_VLLM = Path(__file__).resolve().with_name("fake_vllm.py")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

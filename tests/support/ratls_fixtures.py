@@ -3,8 +3,7 @@
 Everything is real (TLS, DCAP verification, HTTP) except the TDX hardware, which the simulated
 authority of `attest.simulated` stands in for. Time is injected (a ManualClock).
 
-Test modules take these fixtures with `from support.ratls_fixtures import *`: a conftest.py
-here would shadow the root one for `from conftest import ...` elsewhere in the suite.
+Test modules take these fixtures with `from support.ratls_fixtures import *`.
 """
 
 from __future__ import annotations

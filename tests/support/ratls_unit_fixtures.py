@@ -3,8 +3,7 @@
 The simulated authority stands in for TDX hardware (the only mocked edge); the recording wrapper
 lets tests see which REPORTDATA the issuer bound, and make the provider fail.
 
-Test modules take these fixtures with `from support.ratls_unit_fixtures import *`: a conftest.py
-here would shadow the root one for `from conftest import ...` elsewhere in the suite.
+Test modules take these fixtures with `from support.ratls_unit_fixtures import *`.
 """
 
 from __future__ import annotations
