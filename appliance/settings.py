@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # "cpu": vLLM's CPU build tuned for a fast start (--enforce-eager, uni executor; development
     # and CI). "production": vLLM's defaults.
     engine_profile: Literal["production", "cpu"] = "production"
+    # How a verified model reaches the engine. "dm-verity": kernel dm-verity with the pinned
+    # parameters and a read-only mount (the TDX VM; needs device-mapper and CAP_SYS_ADMIN).
+    # "userspace": verify while copying into private storage, then extract (development and CI,
+    # which have no device-mapper). Unset: dm-verity with --tee tdx, userspace with simulated.
+    model_access: Literal["dm-verity", "userspace"] | None = None
 
     # The public API.
     listen: str = "0.0.0.0:8443"
@@ -112,6 +117,12 @@ class Settings(BaseSettings):
         if self.management_url and self.management_token is None:
             raise ValueError("--management-url needs --management-token (APPLIANCE_MANAGEMENT_TOKEN)")
         return self
+
+    @property
+    def effective_model_access(self) -> Literal["dm-verity", "userspace"]:
+        if self.model_access is not None:
+            return self.model_access
+        return "dm-verity" if self.tee == "tdx" else "userspace"
 
     # Derived paths. The run directory holds the control socket and the shared state file; it is
     # created 0700 by the supervisor.

@@ -45,6 +45,7 @@ from appliance.settings import Settings
 from appliance.shared_state import SharedState, publish
 from appliance.tee import TeeServices, build_tee
 from attest.errors import AttestError
+from loader.activation import DmVerityActivator
 from loader.engine import VllmEngine
 from loader.errors import (
     ExpectedDigestMismatchError,
@@ -56,8 +57,10 @@ from loader.errors import (
     ModelNotLoadedError,
     RecordError,
 )
+from loader.images import materialize_verified
 from loader.lifecycle import Lifecycle, LifecycleHooks, ModelEvent
 from loader.settings import LoaderSettings
+from loader.verified_models import Materialize
 from loader.status import StatusSnapshot
 from ratls.errors import RatlsError
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
@@ -351,6 +354,13 @@ def prepare_state_dir(settings: Settings) -> None:
         raise StartupError(f"the engine executable {settings.vllm_bin!r} is not on PATH (--vllm-bin)")
 
 
+def model_access(settings: Settings) -> Materialize:
+    """How verified model files reach the engine: kernel dm-verity in the VM, else userspace."""
+    if settings.effective_model_access == "dm-verity":
+        return DmVerityActivator().activate
+    return materialize_verified
+
+
 def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Supervisor:
     """The production wiring of a supervisor from the settings."""
     tee = build_tee(settings, now=clock())
@@ -365,8 +375,10 @@ def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Su
     make_engine = VllmEngine.cpu_development if settings.engine_profile == "cpu" else VllmEngine.production
     engine = make_engine(vllm_bin, port=settings.vllm_port, extra_args=settings.engine_arg,
                          env=settings.engine_environment)
+    materialize = model_access(settings)
     return Supervisor(
         settings, tee=tee, issuer=issuer,
-        make_lifecycle=lambda hooks: Lifecycle.create(loader_settings, engine, hooks=hooks),
+        make_lifecycle=lambda hooks: Lifecycle.create(loader_settings, engine, hooks=hooks,
+                                                      materialize=materialize),
         metrics=Metrics(CollectorRegistry()), clock=clock,
     )

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="environment variable for the engine, repeatable (its environment is otherwise clean)")
     add("--engine-profile", choices=["production", "cpu"],
         help="cpu: vLLM's CPU build with fast-start flags (development, CI)")
+    add("--model-access", choices=["dm-verity", "userspace"],
+        help="dm-verity: kernel verity + read-only mount (the VM); userspace: verify a private "
+             "copy (no device-mapper). Default: dm-verity with --tee tdx, userspace otherwise")
     add("--load-token", metavar="TOKEN",
         help="bearer token for /v1/models/load|unload (prefer APPLIANCE_LOAD_TOKEN or LOAD_TOKEN)")
     add("--insecure-open-lifecycle", action="store_true",

@@ -69,3 +69,21 @@ def test_engine_env_assignments() -> None:
     assert Settings(engine_env=("A=1", "B_C=x=y")).engine_environment == {"A": "1", "B_C": "x=y"}
     with pytest.raises(ValidationError):
         Settings(engine_env=("novalue",))
+
+
+def test_model_access_follows_the_tee_unless_set() -> None:
+    assert Settings(tee="tdx").effective_model_access == "dm-verity"
+    assert Settings(tee="simulated").effective_model_access == "userspace"
+    assert Settings(tee="tdx", model_access="userspace").effective_model_access == "userspace"
+    with pytest.raises(ValidationError):
+        Settings(model_access="fuse")
+
+
+def test_serve_wires_kernel_dm_verity_for_tdx() -> None:
+    from appliance.supervisor import model_access
+    from loader.activation import DmVerityActivator
+    from loader.images import materialize_verified
+
+    kernel = model_access(Settings(tee="tdx"))
+    assert isinstance(getattr(kernel, "__self__", None), DmVerityActivator)
+    assert model_access(Settings(tee="simulated")) is materialize_verified
