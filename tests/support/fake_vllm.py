@@ -127,7 +127,7 @@ class Faults:
             try:
                 value = kind(raw)
             except ValueError:
-                raise SystemExit(f"fake_vllm: FAKE_VLLM_{name}={raw!r} is not a {kind.__name__}")
+                raise SystemExit(f"fake_vllm: FAKE_VLLM_{name}={raw!r} is not a {kind.__name__}") from None
             if value < minimum:
                 raise SystemExit(f"fake_vllm: FAKE_VLLM_{name} must be >= {minimum}, got {raw}")
             return value

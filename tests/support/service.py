@@ -85,7 +85,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"appliance serve did not stop in {timeout} s:\n{self.log()[-4000:]}")
+                raise AssertionError(f"appliance serve did not stop in {timeout} s:\n{self.log()[-4000:]}") from None
         return self.exited
 
 
