@@ -28,7 +28,7 @@ class AttestError(Exception):
         self.expected = expected
         self.actual = actual
         shown = [
-            f"{label} {_show(value)}"
+            f"{label} {show(value)}"
             for label, value in (("expected", expected), ("actual", actual))
             if value is not None
         ]
@@ -40,18 +40,7 @@ class AttestError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
-        out: dict[str, Any] = {
-            "stage": self.stage,
-            "type": type(self).__name__,
-            "message": str(self),
-        }
-        if self.check is not None:
-            out["check"] = self.check
-        if self.expected is not None:
-            out["expected"] = _show(self.expected)
-        if self.actual is not None:
-            out["actual"] = _show(self.actual)
-        return out
+        return error_dict(self, self.stage)
 
 
 class FormatError(AttestError):
@@ -175,9 +164,20 @@ class AuthorityStoreError(AttestError):
     stage = "simulated"
 
 
-def _show(value: Any) -> str:
+def error_dict(error: Exception, stage: str) -> dict[str, Any]:
+    """stage, type, message, and check/expected/actual where the error has them (ratls too)."""
+    out: dict[str, Any] = {"stage": stage, "type": type(error).__name__, "message": str(error)}
+    for field in ("check", "expected", "actual"):
+        value = getattr(error, field, None)
+        if value is not None:
+            out[field] = value if field == "check" else show(value)
+    return out
+
+
+def show(value: Any) -> str:
+    """How expected/actual values appear in messages: bytes in hex, sequences in brackets."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(show(v) for v in value) + "]"
     return str(value)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from attest.errors import error_dict, show
+
 if TYPE_CHECKING:
     from ratls.result import AttestationResult
 
@@ -38,18 +40,7 @@ class RatlsError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of an error in an AttestationResult: stage, type, message, ..."""
-        out: dict[str, Any] = {
-            "stage": self.stage,
-            "type": type(self).__name__,
-            "message": str(self),
-        }
-        if self.check is not None:
-            out["check"] = self.check
-        if self.expected is not None:
-            out["expected"] = show(self.expected)
-        if self.actual is not None:
-            out["actual"] = show(self.actual)
-        return out
+        return error_dict(self, self.stage)
 
 
 class CertificateFormatError(RatlsError):
@@ -148,12 +139,3 @@ class AttestationRefused(RatlsError):
         first = result.errors[0] if result.errors else None
         reason = f"[{first.stage}] {first.message}" if first else "not verified"
         super().__init__(f"server attestation refused: {reason}")
-
-
-def show(value: Any) -> str:
-    """How expected/actual values appear in messages: bytes in hex, sequences in brackets."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return str(value)
