@@ -384,10 +384,11 @@ class Lifecycle:
             if self._current is not deployment or not self._machine.is_current(failed):
                 return
             self._current = None
+        logger.error("giving up on the engine of %s: %s", deployment.model, error)
+        # Released before the status says so: whoever reads "model unloaded" may rely on it.
+        self._teardown(deployment, "failed")
         self._machine.note(failed, f"engine of {deployment.model} failed; restarts exhausted "
                                    f"({self._restart.max_restarts}); model unloaded")
-        logger.error("giving up on the engine of %s: %s", deployment.model, error)
-        self._teardown(deployment, "failed")
 
     # -- resources ----------------------------------------------------------------------------
 
