@@ -48,3 +48,8 @@ def supervisor_double(tmp_path: Path, fake_engine: FakeEngine, issuer: IdentityI
     server.start()
     yield double
     server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

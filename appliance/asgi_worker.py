@@ -1,0 +1,92 @@
+"""The gunicorn worker class of the API server: uvicorn (httptools, uvloop) serving RA-TLS.
+
+gunicorn stays the process manager (workers, graceful stop, the child_exit hook, the JSON logger);
+each worker runs one uvicorn server on an event loop. Two things differ from a stock
+`UvicornWorker`:
+
+* TLS comes from gunicorn's `ssl_context` hook (the RA-TLS rotating context), never from files:
+  gunicorn gets no `certfile`. The context is built once per worker; its SNI callback swaps in the
+  newest identity on every handshake.
+* The HTTP protocol puts the connection's TLS into each request's scope, because RA-TLS needs
+  the identity the connection presented (`ratls.server.presented_identity`), per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
+
+from ratls.server import presented_identity
+
+# RFC 8446 / 5246 protocol versions, as the ASGI TLS extension wants them.
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+class RatlsHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the connection's TLS in `scope["extensions"]`.
+
+    `extensions["tls"]` has the ASGI TLS extension's shape; `extensions["ratls"]["ssl_object"]` is
+    the `ssl.SSLObject` itself, from which the app reads the presented RA-TLS identity.
+    """
+
+    _extensions: dict[str, Any] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The handshake is over when the protocol gets the transport: the identity is final.
+        ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._extensions = {
+                "tls": {
+                    "server_cert": presented_identity(ssl_object).certificate.pem(),
+                    "client_cert_chain": [],
+                    "client_cert_name": None,
+                    "client_cert_error": None,
+                    "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
+                    "cipher_suite": None,
+                },
+                "ratls": {"ssl_object": ssl_object},
+            }
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # builds a fresh self.scope for the request
+        if self._extensions is not None:
+            self.scope["extensions"] = dict(self._extensions)
+
+
+class ApplianceWorker(UvicornWorker):
+    CONFIG_KWARGS: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": RatlsHttpToolsProtocol,
+        "ws": "none",
+        "lifespan": "on",
+        # No client is trusted to set X-Forwarded-*; and no `server: uvicorn` advertisement.
+        "proxy_headers": False,
+        "server_header": False,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # In-flight requests (streams included) get gunicorn's graceful timeout on a stop.
+        self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+        # uvicorn's error log goes where every other line goes: the root logger's JSON handler.
+        error_log = logging.getLogger("uvicorn.error")
+        error_log.handlers = []
+        error_log.propagate = True
+
+    async def _serve(self) -> None:
+        # uvicorn's Server.serve skips load() once the config is loaded, so the context set here
+        # is the one its listeners use.
+        self.config.app = self.wsgi
+        self.config.load()
+        self.config.ssl = self.cfg.ssl_context(self.cfg, _no_file_context)
+        await super()._serve()
+
+
+def _no_file_context() -> ssl.SSLContext:
+    raise RuntimeError("the API server's TLS context comes from its ssl_context hook only")
