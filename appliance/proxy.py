@@ -108,46 +108,58 @@ class InferenceProxy:
         Raises ApiError before the response starts; after that, failures end the stream."""
         model, _stream = parse_routing_fields(body, served)
         require_attested_model(identity, served)
-        receipt_id = uuid.uuid4().hex
-        request_sha256 = hashlib.sha256(body).hexdigest()
-        upstream = await self._engine.request("POST", route, body)
-        # The client may go while the engine works: drop the engine's connection then, so that it
+        # The client may go while the engine works (before its headers, or mid-stream): this
+        # request is cancelled then, which drops the engine's connection, so that the engine
         # aborts the generation instead of finishing it for nobody.
+        request = asyncio.current_task()
+        assert request is not None
         watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
-        watcher.add_done_callback(lambda _: upstream.close())
+        watcher.add_done_callback(lambda done: done.cancelled() or request.cancel())
         try:
-            headers = upstream.passthrough_headers()
-            headers.append((_RECEIPT_HEADER_NAME, receipt_id.encode()))
-            facts = {"receipt_id": receipt_id, "route": route, "model": model,
-                     "request_sha256": request_sha256, "status": upstream.status}
-            content_type = upstream.header(b"content-type") or b""
-            if content_type.startswith(b"text/event-stream"):
-                if upstream.header(b"cache-control") is None:
-                    headers.append((b"cache-control", b"no-cache"))
-                headers.append((b"x-accel-buffering", b"no"))  # tells any reverse proxy not to buffer
-                self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
-                await send({"type": "http.response.start", "status": upstream.status,
-                            "headers": headers})
-                await self._relay(route, upstream, facts, identity, send, watcher)
-                return
-            try:
-                payload = await upstream.read()
-            finally:
-                upstream.close()
-            # The receipt is signed and stored on the event loop: SQLite and the flock take ~100 us,
-            # less than a hop to a thread and back costs here (bench/proxy.py).
-            self._record(ExchangeRecord(
-                response_sha256=hashlib.sha256(payload).hexdigest(), usage=_usage_of_json(payload),
-                streamed=False, complete=True, **facts,
-            ), identity)
-            self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
-            await send_response(send, upstream.status, headers, payload)
+            await self._exchange(route, body, model, identity, send, started)
+        except asyncio.CancelledError:
+            if watcher.cancelled() or not watcher.done():
+                raise  # cancelled by the server (a stop), not by the client's disconnect
+            request.uncancel()
         finally:
             watcher.cancel()
 
+    async def _exchange(self, route: str, body: bytes, model: str, identity: Identity, send: Send,
+                        started: float) -> None:
+        receipt_id = uuid.uuid4().hex
+        request_sha256 = hashlib.sha256(body).hexdigest()
+        upstream = await self._engine.request("POST", route, body)
+        headers = upstream.passthrough_headers()
+        headers.append((_RECEIPT_HEADER_NAME, receipt_id.encode()))
+        facts = {"receipt_id": receipt_id, "route": route, "model": model,
+                 "request_sha256": request_sha256, "status": upstream.status}
+        content_type = upstream.header(b"content-type") or b""
+        if content_type.startswith(b"text/event-stream"):
+            if upstream.header(b"cache-control") is None:
+                headers.append((b"cache-control", b"no-cache"))
+            headers.append((b"x-accel-buffering", b"no"))  # tells any reverse proxy not to buffer
+            self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
+            await send({"type": "http.response.start", "status": upstream.status,
+                        "headers": headers})
+            await self._relay(route, upstream, facts, identity, send)
+            return
+        try:
+            payload = await upstream.read()
+        finally:
+            upstream.close()
+        # The receipt is signed and stored on the event loop: SQLite and the flock take ~100 us,
+        # less than a hop to a thread and back costs here (bench/proxy.py).
+        self._record(ExchangeRecord(
+            response_sha256=hashlib.sha256(payload).hexdigest(), usage=_usage_of_json(payload),
+            streamed=False, complete=True, **facts,
+        ), identity)
+        self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
+        await send_response(send, upstream.status, headers, payload)
+
     async def _relay(self, route: str, upstream: EngineResponse, facts: dict[str, Any],
-                     identity: Identity, send: Send, watcher: asyncio.Task[None]) -> None:
-        """Relays the stream event by event; the response has started, so nothing is raised."""
+                     identity: Identity, send: Send) -> None:
+        """Relays the stream event by event. The response has started: nothing is raised but a
+        cancellation (the client went: the outcome stays "client_disconnected")."""
         metrics = self._metrics
         metrics.streams_started.labels(route=route).inc()
         hasher = hashlib.sha256()
@@ -163,14 +175,13 @@ class InferenceProxy:
             await send({"type": "http.response.body", "body": b""})
             outcome = "completed"
         except Exception as error:
-            if not watcher.done():
-                # The client sees a truncated stream (no terminating chunk, no [DONE]): uvicorn closes
-                # the connection when the app returns without completing the response.
-                outcome = "engine_failed"
-                if isinstance(error, ApiError):
-                    log.warning("stream %s ended by the engine: %s", facts["receipt_id"], error.message)
-                else:
-                    log.exception("stream %s failed", facts["receipt_id"])
+            # The client sees a truncated stream (no terminating chunk, no [DONE]): uvicorn closes
+            # the connection when the app returns without completing the response.
+            outcome = "engine_failed"
+            if isinstance(error, ApiError):
+                log.warning("stream %s ended by the engine: %s", facts["receipt_id"], error.message)
+            else:
+                log.exception("stream %s failed", facts["receipt_id"])
         finally:
             upstream.close()
             metrics.relayed_events.labels(route=route).inc(events)

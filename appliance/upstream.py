@@ -254,6 +254,9 @@ class EngineClient:
         except OSError as exc:
             connection.drop()
             raise UpstreamError(f"talking to the engine failed: {exc.strerror or exc}") from exc
+        except asyncio.CancelledError:
+            connection.drop()  # the client went: the engine must see it too
+            raise
         try:
             status, headers, keep_alive = _parse_head(head[:-4])
             framing, length = _framing(status, headers)

@@ -7,11 +7,13 @@ receipts and error envelopes are checked in process with httpx's ASGI transport.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,3 +261,57 @@ def test_a_connection_that_attested_another_model_gets_421(client, supervisor_do
     assert response.status_code == 421
     assert response.json()["error"]["code"] == "certificate_superseded"
     assert response.headers["Connection"] == "close"
+
+
+def disconnecting_client(app, body: bytes, after: float) -> tuple[list[dict], float, str]:
+    """Posts `body` to the app as a client that disconnects `after` seconds once it is sent;
+    returns what the app sent, how long it took to return, and the metrics afterwards."""
+    async def exchange() -> tuple[list[dict], float, str]:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(after)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                 "headers": [(b"content-type", b"application/json")], "query_string": b"",
+                 "http_version": "1.1", "scheme": "https", "root_path": ""}
+        started = time.monotonic()
+        try:
+            await app(scope, receive, send)
+            seconds = time.monotonic() - started
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="https://appliance.test") as client:
+                metrics = await client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
+        finally:
+            app.close()
+        return sent, seconds, metrics.text
+    return asyncio.run(exchange())
+
+
+def test_a_client_gone_mid_stream_ends_the_engine_request(supervisor_double, fake_engine) -> None:
+    app, _tls = build_worker(supervisor_double.settings)
+    body = json.dumps(CHAT | {"max_tokens": 500, "stream": True}).encode()  # 5 s of events
+    sent, seconds, metrics = disconnecting_client(app, body, after=0.3)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert 1 < len(sent) < 100 and seconds < 2
+    assert ('appliance_streams_finished_total{outcome="client_disconnected",'
+            'route="/v1/chat/completions"} 1.0') in metrics
+    deadline = time.monotonic() + 5
+    while "client disconnected mid-stream" not in fake_engine.output():
+        assert time.monotonic() < deadline, "the engine never saw the request end"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fake_engine", [{"response_delay": 5}], indirect=True)
+def test_a_client_gone_before_the_engine_answers_ends_the_request(supervisor_double) -> None:
+    app, _tls = build_worker(supervisor_double.settings)
+    sent, seconds, metrics = disconnecting_client(app, json.dumps(CHAT).encode(), after=0.3)
+    assert sent == [] and seconds < 2  # not the engine's 5 s: the request was dropped
+    assert "appliance_receipts_total 0.0" in metrics
