@@ -79,7 +79,8 @@ def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
     (tmp_path / "aborting").mkdir()
     engine = start_fake_engine(tmp_path / "aborting", abort_stream_after=2)
     try:
-        app, _tls = build_worker(supervisor_double.settings.model_copy(update={"vllm_port": engine.port}))
+        settings = supervisor_double.settings.model_copy(update={"vllm_port": engine.port})
+        app, _tls = build_worker(settings)
         client = app.test_client()
         body = json.dumps(CHAT | {"stream": True}).encode()
         response = client.post("/v1/chat/completions", data=body, content_type="application/json")
@@ -96,8 +97,9 @@ def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
     assert err.value.actual == "engine_failed"
     # The client holds every byte the appliance sent: allowed, the receipt binds them.
     verify_receipt(receipt, body, sse, certificate, allow_incomplete=True)
-    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).get_data(as_text=True)
-    assert 'appliance_streams_finished_total{outcome="engine_failed",route="/v1/chat/completions"} 1.0' in metrics
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
+    assert ('appliance_streams_finished_total{outcome="engine_failed",'
+            'route="/v1/chat/completions"} 1.0') in metrics.get_data(as_text=True)
 
 
 def test_receipts_chain(client) -> None:
