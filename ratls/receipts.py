@@ -37,10 +37,10 @@ from ratls.profile import MODEL_DIGEST_OID
 from ratls.signing import canonical_json, certificate_sha256, sign_bytes, verify_bytes
 
 RECEIPT_TYPE = "appliance.receipt.v1"
-COMPLETE = "complete"
 
 # How the response ended: sent whole, or a stream cut by the client or by the engine.
 Outcome = Literal["complete", "client_disconnected", "engine_failed"]
+COMPLETE: Outcome = "complete"
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 DigestHex = Annotated[str, Field(pattern=r"^([0-9a-f]{2}){20,64}$")]
