@@ -25,6 +25,7 @@ from appliance.metrics import Metrics
 from appliance.shared_state import SharedState
 from appliance.upstream import EngineClient, EngineResponse
 from ratls.issuer import Identity
+from ratls.receipts import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ExchangeRecord:
     status: int
     usage: dict[str, Any] | None
     streamed: bool
-    complete: bool
+    outcome: Outcome
 
 
 # Builds, signs (with the given identity) and stores the receipt for one exchange
@@ -117,7 +118,7 @@ class InferenceProxy:
             upstream.close()
         self._record(ExchangeRecord(
             response_sha256=hashlib.sha256(payload).hexdigest(), usage=_usage_of_json(payload),
-            streamed=False, complete=True, **facts,
+            streamed=False, outcome="complete", **facts,
         ), identity)
         return Response(payload, status=upstream.status, headers=headers)
 
@@ -128,15 +129,17 @@ class InferenceProxy:
         hasher = hashlib.sha256()
         events = 0
         tail: deque[bytes] = deque(maxlen=_STREAM_TAIL_CHUNKS)
-        outcome = "client_disconnected"
+        outcome: Outcome = "client_disconnected"
         try:
             yield b""  # gunicorn sends the headers (and X-Receipt-Id) on the first write
             for chunk in upstream.chunks():
+                yield chunk
+                # Counted once written: a write that fails (the client went away) closes this
+                # generator at the yield, and the receipt covers only what reached the connection.
                 hasher.update(chunk)
                 events += chunk.count(b"\n\n")
                 tail.append(chunk)
-                yield chunk
-            outcome = "completed"
+            outcome = "complete"
         except ApiError as error:
             # Headers are gone; the client sees a truncated stream (no [DONE]). Log the cause.
             outcome = "engine_failed"
@@ -147,7 +150,7 @@ class InferenceProxy:
             metrics.streams_finished.labels(route=route, outcome=outcome).inc()
             self._record(ExchangeRecord(
                 response_sha256=hasher.hexdigest(), usage=_usage_of_sse(b"".join(tail)), streamed=True,
-                complete=outcome == "completed", **facts,
+                outcome=outcome, **facts,
             ), identity)
 
 

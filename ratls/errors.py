@@ -116,6 +116,13 @@ class ReceiptError(RatlsError):
     stage = "receipt"
 
 
+class IncompleteReceiptError(ReceiptError):
+    """A genuine receipt whose response was cut (client disconnected or engine failed mid-stream).
+
+    `actual` is the receipt's outcome; `check` is "outcome".
+    """
+
+
 class ReceiptChainError(ReceiptError):
     """A sequence of receipts whose hash chain is broken; `index` is the first bad position."""
 

@@ -20,6 +20,7 @@ from support.service import Service, pack_model, start_service, wait_for_status
 from support.verifying import VerifyingClient, verifying_client
 
 from appliance.supervisor import STATUS_PUSH_PURPOSE
+from ratls.errors import IncompleteReceiptError, ReceiptError
 from ratls.receipts import verify_receipt, verify_receipt_chain
 from ratls.signing import verify_json
 
@@ -82,6 +83,7 @@ def test_chat_through_the_openai_sdk_with_a_verified_receipt(client: VerifyingCl
     request_bytes = raw.http_response.request.content
     verify_receipt(receipt, request_bytes, raw.http_response.content, client.certificate())
     assert receipt["model_digest"] == images["digest"]
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
     assert client.last_result().verified and client.last_result().tee == "simulated"
 
 
@@ -185,12 +187,14 @@ def test_oversize_body_is_refused_before_it_is_sent(client: VerifyingClient) -> 
     assert response.json()["error"]["code"] == "body_too_large"
 
 
-def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, service: Service) -> None:
-    body = CHAT | {"max_tokens": 200, "stream": True}
-    with client.http.stream("POST", "/v1/chat/completions", json=body) as response:
+def test_client_disconnect_closes_the_upstream_request_and_the_receipt_says_so(
+        client: VerifyingClient, service: Service) -> None:
+    body = json.dumps(CHAT | {"max_tokens": 200, "stream": True}).encode()
+    with client.http.stream("POST", "/v1/chat/completions", content=body,
+                            headers={"Content-Type": "application/json"}) as response:
+        receipt_id = response.headers["x-receipt-id"]
         chunks = response.iter_raw()
-        next(chunks)
-        next(chunks)
+        received = next(chunks) + next(chunks)
     deadline = time.monotonic() + 10
     while True:
         tail = client.http.get("/v1/models/status", headers=service.auth()).json()["engine_log_tail"]
@@ -198,6 +202,18 @@ def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, 
             break
         assert time.monotonic() < deadline, "the engine never saw the proxy close the request"
         time.sleep(0.1)
+    receipt = client.receipt(receipt_id)
+    assert (receipt["status"], receipt["outcome"]) == (200, "client_disconnected")
+    certificate = client.certificate()
+    with pytest.raises(IncompleteReceiptError) as err:
+        verify_receipt(receipt, body, received, certificate)
+    assert (err.value.check, err.value.actual) == ("outcome", "client_disconnected")
+    # Allowed, the receipt is genuine; its response hash covers what the appliance wrote before it
+    # saw the disconnect, which may be more than this client read before closing.
+    try:
+        verify_receipt(receipt, body, received, certificate, allow_incomplete=True)
+    except ReceiptError as error:
+        assert error.check == "response_sha256", error
 
 
 def test_logs_hold_no_prompts_completions_or_tokens(client: VerifyingClient, service: Service) -> None:

@@ -12,11 +12,19 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.worker_app import DIGEST, LOAD_TOKEN, MODEL, SupervisorDouble
+from support.worker_app import (
+    DIGEST,
+    LOAD_TOKEN,
+    MODEL,
+    SupervisorDouble,
+    start_fake_engine,
+    stop_engine,
+)
 
 from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
 from appliance.receipts import canonical_bytes
+from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
 from ratls.signing import canonical_json
 
@@ -47,6 +55,7 @@ def test_chat_is_passed_through_byte_for_byte_with_a_verifiable_receipt(
     verify_receipt(receipt, body, response.data, certificate)
     assert receipt["usage"]["completion_tokens"] == 5
     assert receipt["model"] == MODEL and receipt["model_digest"] == DIGEST
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
 
 
 def test_stream_is_relayed_with_usage_and_a_receipt_over_the_whole_sse_body(
@@ -62,6 +71,35 @@ def test_stream_is_relayed_with_usage_and_a_receipt_over_the_whole_sse_body(
     receipt = receipt_of(client, response)
     verify_receipt(receipt, body, sse, supervisor_double.issuer.current().certificate.certificate)
     assert receipt["usage"]["completion_tokens"] == 5
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
+
+
+def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
+        tmp_path, supervisor_double: SupervisorDouble) -> None:
+    (tmp_path / "aborting").mkdir()
+    engine = start_fake_engine(tmp_path / "aborting", abort_stream_after=2)
+    try:
+        settings = supervisor_double.settings.model_copy(update={"vllm_port": engine.port})
+        app, _tls = build_worker(settings)
+        client = app.test_client()
+        body = json.dumps(CHAT | {"stream": True}).encode()
+        response = client.post("/v1/chat/completions", data=body, content_type="application/json")
+        sse = response.get_data()
+    finally:
+        stop_engine(engine)
+    assert response.status_code == 200
+    assert sse.count(b"data: ") == 2 and b"[DONE]" not in sse
+    receipt = receipt_of(client, response)
+    assert (receipt["status"], receipt["outcome"]) == (200, "engine_failed")
+    certificate = supervisor_double.issuer.current().certificate.certificate
+    with pytest.raises(IncompleteReceiptError) as err:
+        verify_receipt(receipt, body, sse, certificate)
+    assert err.value.actual == "engine_failed"
+    # The client holds every byte the appliance sent: allowed, the receipt binds them.
+    verify_receipt(receipt, body, sse, certificate, allow_incomplete=True)
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
+    assert ('appliance_streams_finished_total{outcome="engine_failed",'
+            'route="/v1/chat/completions"} 1.0') in metrics.get_data(as_text=True)
 
 
 def test_receipts_chain(client) -> None:
@@ -79,7 +117,8 @@ def test_embeddings_and_engine_errors_pass_through(client) -> None:
     # The engine's own 400 (vLLM's envelope) is relayed as is, with a receipt.
     bad = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": -1})
     assert bad.status_code == 400 and "error" in bad.get_json()
-    assert RECEIPT_HEADER in bad.headers
+    bad_receipt = receipt_of(client, bad)
+    assert (bad_receipt["status"], bad_receipt["outcome"]) == (400, "complete")
 
 
 @pytest.mark.parametrize("body, status, code", [
@@ -208,7 +247,7 @@ def test_metrics_and_health(client) -> None:
     assert client.get("/metrics").status_code == 401
     text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).get_data(as_text=True)
     assert 'appliance_http_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
-    assert 'appliance_streams_finished_total{outcome="completed",route="/v1/chat/completions"} 1.0' in text
+    assert 'appliance_streams_finished_total{outcome="complete",route="/v1/chat/completions"} 1.0' in text
     assert "appliance_relayed_events_total" in text
     assert client.get("/healthz").get_json() == {"status": "ok", "model_ready": True}
 
@@ -224,10 +263,14 @@ def test_identity_rotation_is_picked_up_by_receipts(client, supervisor_double) -
 
 
 @settings(deadline=None)
-@given(st.text(), st.text(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)))
-def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens) -> None:
+@given(st.text(), st.text(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)),
+       st.integers(min_value=100, max_value=599),
+       st.sampled_from(["complete", "client_disconnected", "engine_failed"]))
+def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens, status: int,
+                                             outcome: str) -> None:
     body = {"type": "appliance.receipt.v1", "id": receipt_id, "model": model, "model_digest": None,
-            "usage": None if tokens is None else {"prompt_tokens": tokens, "total_tokens": tokens}}
+            "usage": None if tokens is None else {"prompt_tokens": tokens, "total_tokens": tokens},
+            "status": status, "outcome": outcome}
     try:
         expected = canonical_json(body)
     except ValueError:  # lone surrogates: neither encoder produces bytes
