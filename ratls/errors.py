@@ -1,10 +1,10 @@
 """Errors of the `ratls` package: one base class, subclasses by cause.
 
 Evidence problems (`CertificateFormatError`, `CertificateError`, `BindingError`, `ModelDigestError`,
-`ModelMeasurementError`) are about what the server presented; `EvidenceUnavailableError` is about getting it (transport);
-`AttestationRefused` is what clients raise when a connection is refused, carrying the full
-`AttestationResult` and the typed error that decided it. Every error names the check and, where
-there is one, the expected and the actual value.
+`ModelMeasurementError`) are about what the server presented; `EvidenceUnavailableError` is about
+getting it (transport); `AttestationRefused` is what clients raise when a connection is refused,
+carrying the full `AttestationResult` and the typed error that decided it. Every error names the
+check and, where there is one, the expected and the actual value.
 """
 
 from __future__ import annotations

@@ -284,9 +284,7 @@ class RatlsVerifier:
         run.passed("model_digest", "validate", sorted(d.hex() for d in allowed), actual)
 
 
-def _check_measured_model(
-    run: _Run, cert: RatlsCertificate, events: Sequence[RtmrEvent]
-) -> None:
+def _check_measured_model(run: _Run, cert: RatlsCertificate, events: Sequence[RtmrEvent]) -> None:
     model_events = [e for e in events if e.index == MODEL_RTMR and e.event_type == MODEL_EVENT_TYPE]
     last = model_events[-1] if model_events else None
     measured = _measured_digest(last)
