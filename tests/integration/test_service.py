@@ -138,11 +138,15 @@ def test_lifecycle_needs_the_right_token(client: VerifyingClient, service: Servi
     assert isinstance(operator["engine_log_tail"], list)
 
 
-def test_nonce_attestation(service: Service) -> None:
+def test_nonce_attestation(client: VerifyingClient, service: Service, images) -> None:
     with verifying_client(service, require_nonce=True) as fresh:
         assert fresh.http.get("/healthz").status_code == 200
         result = fresh.last_result()
         assert result.verified and result.binding.mode == "nonce"
+        # The appliance's RTMR3 event log replays and its last model event is the loaded model.
+        assert {c.name: c.outcome for c in result.checks}["rtmr3_event_log"] == "passed"
+        assert measured_model(result) == ("passed", images["digest"])
+        assert result.model_digest == images["digest"]
 
 
 def test_malformed_requests_get_4xx_envelopes(client: VerifyingClient) -> None:
@@ -252,19 +256,29 @@ def test_load_replaces_the_model_and_reissues_the_certificate(service: Service, 
         first.http.post("/v1/models/unload", json={"model": MODEL}, headers=service.auth())
         wait_for_status(first.http, lambda s: s["proxy_status"] == "idle")
         assert first.http.post("/v1/chat/completions", json=CHAT).status_code == 503
-    with verifying_client(service) as second:
+    # Nonce mode from here on, so that the RTMR3 event log is checked against the certificate.
+    with verifying_client(service, require_nonce=True) as second:
         idle = second.last_result_after(lambda: second.http.get("/healthz"))
         assert idle.model_digest is None
+        # An unload measures nothing: the log still ends with the unloaded model.
+        assert measured_model(idle) == ("not_applicable", images["digest"])
         assert idle.certificate.sha256_fingerprint != before.certificate.sha256_fingerprint
         second.http.post("/v1/models/load", json={"model": OTHER}, headers=service.auth())
         wait_for_status(second.http, lambda s: s["proxy_status"] == "ready")
-    with verifying_client(service) as third:
+    with verifying_client(service, require_nonce=True) as third:
         loaded = third.last_result_after(lambda: third.http.get("/healthz"))
         assert loaded.model_digest == images["other_digest"]
+        assert measured_model(loaded) == ("passed", images["other_digest"])
         assert loaded.certificate.sha256_fingerprint not in (before.certificate.sha256_fingerprint, idle.certificate.sha256_fingerprint)
         third.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
         wait_for_status(third.http, lambda s: s["proxy_status"] == "ready"
                         and s["loaded_model"] == MODEL)
+
+
+def measured_model(result) -> tuple[str, str | None]:
+    """The outcome of the check that RTMR3's last model event is the certificate's model."""
+    check = next(c for c in result.checks if c.name == "rtmr3_model_digest")
+    return check.outcome, check.actual
 
 
 def test_concurrent_load_is_a_conflict(work: Path, images) -> None:
