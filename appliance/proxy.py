@@ -27,6 +27,7 @@ from appliance.metrics import Metrics
 from appliance.shared_state import SharedState
 from appliance.upstream import EngineClient, EngineResponse
 from ratls.issuer import Identity
+from ratls.receipts import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class ExchangeRecord:
     status: int
     usage: dict[str, Any] | None
     streamed: bool
-    complete: bool
+    outcome: Outcome
 
 
 # Builds, signs (with the given identity) and stores the receipt for one exchange
@@ -151,7 +152,7 @@ class InferenceProxy:
         # less than a hop to a thread and back costs here (bench/proxy.py).
         self._record(ExchangeRecord(
             response_sha256=hashlib.sha256(payload).hexdigest(), usage=_usage_of_json(payload),
-            streamed=False, complete=True, **facts,
+            streamed=False, outcome="complete", **facts,
         ), identity)
         self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
         await send_response(send, upstream.status, headers, payload)
@@ -165,15 +166,17 @@ class InferenceProxy:
         hasher = hashlib.sha256()
         events = 0
         tail: deque[bytes] = deque(maxlen=_STREAM_TAIL_CHUNKS)
-        outcome = "client_disconnected"
+        outcome: Outcome = "client_disconnected"
         try:
             async for chunk in upstream.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # Counted once written: when the client goes away, this request is cancelled at
+                # the send or the next read, and the receipt covers only what was written.
                 hasher.update(chunk)
                 events += chunk.count(b"\n\n")
                 tail.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-            outcome = "completed"
+            outcome = "complete"
         except Exception as error:
             # The client sees a truncated stream (no terminating chunk, no [DONE]): uvicorn closes
             # the connection when the app returns without completing the response.
@@ -189,7 +192,7 @@ class InferenceProxy:
             try:
                 self._record(ExchangeRecord(
                     response_sha256=hasher.hexdigest(), usage=_usage_of_sse(b"".join(tail)),
-                    streamed=True, complete=outcome == "completed", **facts,
+                    streamed=True, outcome=outcome, **facts,
                 ), identity)
             except Exception:
                 # The stream went out already; its X-Receipt-Id will answer 404.

@@ -53,6 +53,8 @@ class ReceiptRecorder:
                 "request_sha256": exchange.request_sha256,
                 "response_sha256": exchange.response_sha256,
                 "usage": usage,
+                "status": exchange.status,
+                "outcome": exchange.outcome,
                 "certificate_sha256": fingerprint,
                 "previous_receipt_sha256": previous,
             }
@@ -64,9 +66,9 @@ class ReceiptRecorder:
 
         self._log.append(exchange.receipt_id, seal)
         self._metrics.receipts.inc()
-        if not exchange.complete:
-            log.info("receipt %s covers an incomplete %s stream (%d)", exchange.receipt_id,
-                     exchange.route, exchange.status)
+        if exchange.outcome != "complete":
+            log.info("receipt %s covers an incomplete %s stream (%d, %s)", exchange.receipt_id,
+                     exchange.route, exchange.status, exchange.outcome)
 
 
 def canonical_bytes(body: dict[str, Any]) -> bytes:

@@ -27,11 +27,10 @@ from attest.providers import QuoteProvider, tdx_quote_provider, tdx_rtmr_extende
 from attest.quote import parse_quote
 from attest.rtmr import RtmrEvent, RtmrEventLog, RtmrExtender
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider, simulated_collateral
+from ratls.profile import MODEL_EVENT_TYPE, MODEL_RTMR
 
 log = logging.getLogger(__name__)
 
-MODEL_RTMR = 3
-MODEL_EVENT_TYPE = "appliance.model.v1"
 # Simulated collateral is re-signed this long before it expires.
 _SIMULATED_REFRESH = timedelta(hours=1)
 

@@ -273,7 +273,9 @@ class _StaleConnection(Exception):
 def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    # A status outside 100..599 is refused: it is relayed to the client and signed in receipts.
+    if (len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3
+            or not parts[1].isdigit() or not 100 <= int(parts[1]) <= 599):
         raise UpstreamError(f"the engine sent a malformed status line {lines[0][:40]!r}")
     keep_alive = parts[0] == b"HTTP/1.1"
     headers = []

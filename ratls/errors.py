@@ -1,10 +1,10 @@
 """Errors of the `ratls` package: one base class, subclasses by cause.
 
-Evidence problems (`CertificateFormatError`, `CertificateError`, `BindingError`, `ModelDigestError`)
-are about what the server presented; `EvidenceUnavailableError` is about getting it (transport);
-`AttestationRefused` is what clients raise when a connection is refused, carrying the full
-`AttestationResult` and the typed error that decided it. Every error names the check and, where
-there is one, the expected and the actual value.
+Evidence problems (`CertificateFormatError`, `CertificateError`, `BindingError`, `ModelDigestError`,
+`ModelMeasurementError`) are about what the server presented; `EvidenceUnavailableError` is about
+getting it (transport); `AttestationRefused` is what clients raise when a connection is refused,
+carrying the full `AttestationResult` and the typed error that decided it. Every error names the
+check and, where there is one, the expected and the actual value.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ class ModelDigestError(RatlsError):
     stage = "validate"
 
 
+class ModelMeasurementError(RatlsError):
+    """The RTMR3 event log's last model event does not measure the certificate's model digest."""
+
+    stage = "verify"
+
+
 class PolicyFormatError(RatlsError):
     """An appraisal policy file that cannot be read or names an unknown field."""
 
@@ -114,6 +120,13 @@ class ReceiptError(RatlsError):
     """
 
     stage = "receipt"
+
+
+class IncompleteReceiptError(ReceiptError):
+    """A genuine receipt whose response was cut (client disconnected or engine failed mid-stream).
+
+    `actual` is the receipt's outcome; `check` is "outcome".
+    """
 
 
 class ReceiptChainError(ReceiptError):

@@ -22,6 +22,7 @@ import httpx
 from ratls.clock import Clock, system_clock
 from ratls.connection import ConnectionGate
 from ratls.errors import RatlsError
+from ratls.misdirected import send_retrying_misdirected
 from ratls.tls import client_ssl_context
 
 if TYPE_CHECKING:
@@ -152,9 +153,12 @@ class _ResponseStream(httpx.SyncByteStream):
             close()
 
 
-# How often a request answered 421 (Misdirected Request) is sent again on a new connection: one
-# stale idle connection after another may answer 421 before a fresh one is opened.
-MISDIRECTED_RETRIES = 3
+def _discard(response: httpx.Response) -> None:
+    """Read a 421 and close its connection before httpcore can pool it again."""
+    response.read()
+    stream = response.extensions.get("network_stream")
+    if stream is not None:
+        stream.close()
 
 
 class AttestedTransport(httpx.BaseTransport):
@@ -174,23 +178,14 @@ class AttestedTransport(httpx.BaseTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._send(request)
         # 421: the server's evidence changed since this connection was verified (e.g. a model was
-        # loaded). The connection is closed here, before it goes back to the pool, so that no
-        # request is sent on it again; a replayable request is retried, which opens a new
-        # connection and verifies the new certificate before the request is sent again.
-        retries = MISDIRECTED_RETRIES if isinstance(request.stream, httpx.ByteStream) else 0
-        while response.status_code == 421:
-            response.read()
-            stream = response.extensions.get("network_stream")
-            if stream is not None:
-                stream.close()
-            if retries == 0:
-                return response
-            response.close()
-            retries -= 1
-            response = self._send(request)
-        return response
+        # loaded); see ratls.misdirected.
+        return send_retrying_misdirected(
+            lambda: self._send(request),
+            status=lambda response: response.status_code,
+            discard=_discard,
+            replayable=isinstance(request.stream, httpx.ByteStream),
+        )
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":

@@ -10,6 +10,9 @@ Profile v1 (DESIGN.md, compatible with the public Privasys client profile):
 * extension 1.3.6.1.4.1.65230.3.5.5 (MODEL_DIGEST, non-critical): the loaded model's dm-verity
   root hash; absent when no model is loaded.
 
+The same root hash is measured into RTMR3 at each load, as an `attest.rtmr` event of type
+MODEL_EVENT_TYPE; an unload re-issues the certificate without the extension and measures nothing.
+
 Both extensions use the **raw bytes as the extnValue contents**: the X.509 extnValue OCTET STRING
 holds the quote (or the root hash) itself, with no inner DER wrapping, as in Privasys' profile.
 
@@ -42,6 +45,11 @@ from ratls.errors import (
 
 TDX_QUOTE_OID = x509.ObjectIdentifier("1.2.840.113741.1.5.5.1.6")
 MODEL_DIGEST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.65230.3.5.5")
+
+# Each model load extends RTMR3 with one event of this type whose data is the model digest
+# (the same root hash as MODEL_DIGEST); the appliance writes it, nonce-mode verifiers check it.
+MODEL_RTMR = 3
+MODEL_EVENT_TYPE = "appliance.model.v1"
 
 NOT_BEFORE_FORMAT = "%Y-%m-%dT%H:%MZ"
 REPORT_DATA_SIZE = 64

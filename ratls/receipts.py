@@ -6,6 +6,7 @@ Receipt v1 (JSON)::
      "model": str, "model_digest": hex | null,
      "request_sha256": hex, "response_sha256": hex,
      "usage": {"prompt_tokens": int, "completion_tokens": int | null, "total_tokens": int} | null,
+     "status": int 100..599, "outcome": "complete" | "client_disconnected" | "engine_failed",
      "certificate_sha256": hex, "previous_receipt_sha256": hex | null,
      "receipt_sha256": hex, "signature": hex}
 
@@ -13,8 +14,11 @@ Receipt v1 (JSON)::
 `receipt_sha256` and `signature`; `signature` = ECDSA-P256-SHA256 (r || s) over the same canonical
 bytes, by the attested key of the certificate named by `certificate_sha256`. The hash chain links
 each receipt to the previous one's `receipt_sha256` (null for the first of a log). The response
-hash covers the exact body bytes sent (for streams, the whole SSE body). No prompt or completion
-text is in a receipt.
+hash covers the exact body bytes sent (for streams, the whole SSE body). `status` is the HTTP status
+the engine answered; `outcome` says whether the response was sent whole ("complete") or the stream
+was cut, by the client going away ("client_disconnected") or by the engine failing mid-stream
+("engine_failed"): then `response_sha256` covers the bytes written to the connection before the
+cut. No prompt or completion text is in a receipt.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ratls.errors import ReceiptChainError, ReceiptError, SignatureError
+from ratls.errors import IncompleteReceiptError, ReceiptChainError, ReceiptError, SignatureError
 from ratls.profile import MODEL_DIGEST_OID
 from ratls.signing import canonical_json, certificate_sha256, sign_bytes, verify_bytes
 
 RECEIPT_TYPE = "appliance.receipt.v1"
+
+# How the response ended: sent whole, or a stream cut by the client or by the engine.
+Outcome = Literal["complete", "client_disconnected", "engine_failed"]
+COMPLETE: Outcome = "complete"
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 DigestHex = Annotated[str, Field(pattern=r"^([0-9a-f]{2}){20,64}$")]
@@ -63,6 +71,8 @@ class ReceiptBody(BaseModel):
     request_sha256: Sha256Hex
     response_sha256: Sha256Hex
     usage: Usage | None
+    status: Annotated[int, Field(ge=100, le=599)]
+    outcome: Outcome
     certificate_sha256: Sha256Hex
     previous_receipt_sha256: Sha256Hex | None
 
@@ -118,12 +128,21 @@ def verify_receipt(
     request_bytes: bytes,
     response_bytes: bytes,
     attested_certificate: x509.Certificate,
+    *,
+    allow_incomplete: bool = False,
 ) -> Receipt:
     """Check a receipt against the exact request and response bytes and the attested certificate.
 
-    Fields checkable against the caller's own data come first, so the error names the field that
-    differs; then the receipt's own hash (any other changed field), then the signature. Raises
+    What the caller can check against its own data comes first (certificate, model digest,
+    request), so the error names the field that differs; then the receipt's own hash (any other
+    changed field) and the signature; then the outcome; then the response bytes. Raises
     ReceiptError with `check` = the field; returns the parsed receipt.
+
+    A genuine receipt for a cut stream (outcome other than "complete") raises
+    IncompleteReceiptError, unless `allow_incomplete`. It comes before the response check: a client
+    whose stream was cut may hold fewer bytes than the receipt covers (those the appliance wrote
+    to the connection before it saw the disconnect), and it should learn that the stream was cut,
+    not that the bytes differ.
     """
     if not isinstance(receipt, Receipt):
         receipt = parse_receipt(receipt)
@@ -133,11 +152,20 @@ def verify_receipt(
     )
     # 2. The model digest is the one that certificate carries.
     _expect("model_digest", _certificate_model_digest(attested_certificate), receipt.model_digest)
-    # 3. The exact request and response bytes.
+    # 3. The exact request bytes.
     _expect("request_sha256", hashlib.sha256(request_bytes).hexdigest(), receipt.request_sha256)
-    _expect("response_sha256", hashlib.sha256(response_bytes).hexdigest(), receipt.response_sha256)
     # 4. The receipt's own hash, then the signature over the same bytes.
     check_sealed(receipt, attested_certificate)
+    # 5. The response was sent whole (after the seal: this error means "genuine, but cut").
+    if receipt.outcome != COMPLETE and not allow_incomplete:
+        raise IncompleteReceiptError(
+            f"receipt {receipt.id} covers an incomplete response",
+            check="outcome",
+            expected=COMPLETE,
+            actual=receipt.outcome,
+        )
+    # 6. The exact response bytes.
+    _expect("response_sha256", hashlib.sha256(response_bytes).hexdigest(), receipt.response_sha256)
     return receipt
 
 
@@ -166,6 +194,7 @@ def verify_receipt_chain(
     `certificates` maps SHA-256 fingerprints (hex) to attested certificates; a receipt under an
     unknown certificate breaks the chain. `from_start=True` requires the first receipt to start
     a log (previous null); `first_previous` pins the hash the first receipt must link to.
+    Receipts of cut streams are members of the chain like any other: their `outcome` is not checked.
     """
     previous: str | None = first_previous
     for index, item in enumerate(receipts):

@@ -20,6 +20,7 @@ from urllib3.connectionpool import HTTPSConnectionPool
 from ratls.clock import Clock, system_clock
 from ratls.connection import ConnectionGate, SocketChannel
 from ratls.errors import RatlsError
+from ratls.misdirected import send_retrying_misdirected
 from ratls.tls import client_ssl_context
 
 if TYPE_CHECKING:
@@ -69,6 +70,18 @@ class AttestedAdapter(HTTPAdapter):
         self._ssl_context = client_ssl_context()
         super().__init__(**kwargs)
 
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        # 421: the server's evidence changed since this connection was verified (e.g. a model was
+        # loaded); see ratls.misdirected. A file or generator body may be spent: not replayable.
+        return send_retrying_misdirected(
+            lambda: super(AttestedAdapter, self).send(request, *args, **kwargs),
+            status=lambda response: response.status_code,
+            discard=_discard,
+            replayable=request.body is None or isinstance(request.body, bytes | str),
+        )
+
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
@@ -102,6 +115,14 @@ class AttestedAdapter(HTTPAdapter):
         raise RatlsError(
             "proxies are not supported by the RA-TLS adapter", check="proxy", actual=proxy
         )
+
+
+def _discard(response: requests.Response) -> None:
+    """Read a 421 and close its connection (reading alone would hand it back to the pool)."""
+    connection = response.raw.connection
+    _ = response.content
+    if connection is not None:
+        connection.close()
 
 
 class _RefusingAdapter(HTTPAdapter):

@@ -18,13 +18,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-Outcome = Literal["passed", "failed", "not_pinned", "unsafe_allowed"]
+Outcome = Literal["passed", "failed", "not_pinned", "not_applicable", "unsafe_allowed"]
 
 
 class Check(_Model):
     """One check and its outcome; `expected`/`actual` as shown to people.
 
     `not_pinned`: the policy does not constrain this value (it is reported, not checked);
+    `not_applicable`: the evidence gives this check nothing to compare (e.g. no model loaded);
     `unsafe_allowed`: it failed but an `unsafe_` policy switch let it pass.
     """
 

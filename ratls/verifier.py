@@ -10,19 +10,29 @@ then every result says `tee: simulated`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from attest.errors import AttestError, PolicyError
 from attest.quote import Quote, parse_quote
-from attest.rtmr import verify_replay
+from attest.rtmr import RtmrEvent, event_digest, verify_replay
 from attest.verify import DcapVerifier
 from ratls.clock import Clock
 from ratls.collateral import CollateralSource, earliest_next_update
-from ratls.errors import AttestationRefused, BindingError, ModelDigestError, RatlsError, show
+from ratls.errors import (
+    AttestationRefused,
+    BindingError,
+    ModelDigestError,
+    ModelMeasurementError,
+    RatlsError,
+    show,
+)
 from ratls.evidence import NonceEvidence, check_nonce_evidence
 from ratls.policy import AppraisalPolicy
 from ratls.profile import (
+    MODEL_EVENT_TYPE,
+    MODEL_RTMR,
     RatlsCertificate,
     check_certificate,
     check_hostname,
@@ -226,11 +236,13 @@ class RatlsVerifier:
             )
         run.passed("key_binding", "binding", expected_report_data, actual_report_data)
 
-        # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3.
+        # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3,
+        #    and its last model event must measure the model digest the certificate claims.
         event_log = evidence.rtmr_event_log() if evidence is not None else None
         if event_log is not None:
-            verify_replay(event_log.events, quote.body.rtmr, indices=(3,))
+            verify_replay(event_log.events, quote.body.rtmr, indices=(MODEL_RTMR,))
             run.passed("rtmr3_event_log", "verify", "replay of the event log", "matches RTMR3")
+            _check_measured_model(run, cert, event_log.events)
 
         # 6. Appraisal policy: TD attributes, TCB status and advisories, measurements, and
         #    REPORTDATA (pinned to the binding value, so the listed checks agree with step 4).
@@ -270,6 +282,34 @@ class RatlsVerifier:
                 actual=actual or "none",
             )
         run.passed("model_digest", "validate", sorted(d.hex() for d in allowed), actual)
+
+
+def _check_measured_model(run: _Run, cert: RatlsCertificate, events: Sequence[RtmrEvent]) -> None:
+    model_events = [e for e in events if e.index == MODEL_RTMR and e.event_type == MODEL_EVENT_TYPE]
+    last = model_events[-1] if model_events else None
+    measured = _measured_digest(last)
+    if cert.model_digest is None:
+        # No model loaded. An unload measures nothing, so the log still ends with the last model
+        # that was loaded (if any): there is nothing to compare.
+        run.record("rtmr3_model_digest", "verify", "not_applicable", "no model digest", measured)
+        return
+    # Comparing event digests also covers an event logged without its data.
+    if last is None or last.digest != event_digest(MODEL_EVENT_TYPE, cert.model_digest):
+        raise ModelMeasurementError(
+            "RTMR3's last model event does not measure the certificate's model digest",
+            check="rtmr3_model_digest",
+            expected=cert.model_digest.hex(),
+            actual=measured,
+        )
+    run.passed("rtmr3_model_digest", "verify", cert.model_digest.hex(), measured)
+
+
+def _measured_digest(event: RtmrEvent | None) -> str:
+    if event is None:
+        return "no model event"
+    if event.data is None:
+        return f"event digest {event.digest.hex()} (no data)"
+    return event.data.hex()
 
 
 def _certificate_info(cert: RatlsCertificate) -> CertificateInfo:

@@ -107,7 +107,8 @@ with verified_client(url, sim_root) as http:
     receipt = http.get(f"/v1/receipts/{receipt_id}").json()
     certificate = x509.load_pem_x509_certificate(http.gate.last_result.certificate.pem.encode())
     verify_receipt(receipt, raw.http_response.request.content, raw.http_response.content, certificate)
-    print(f"receipt {receipt_id}: VERIFIED (signed by the attested key; request sha256 "
+    print(f"receipt {receipt_id}: VERIFIED (signed by the attested key; "
+          f"status {receipt['status']}, outcome {receipt['outcome']}; request sha256 "
           f"{receipt['request_sha256'][:16]}..., response sha256 {receipt['response_sha256'][:16]}..., "
           f"model digest {receipt['model_digest'][:16]}..., usage {receipt['usage']})")
 PY

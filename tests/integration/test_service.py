@@ -20,6 +20,7 @@ from support.service import Service, pack_model, start_service, wait_for_status
 from support.verifying import VerifyingClient, verifying_client
 
 from appliance.supervisor import STATUS_PUSH_PURPOSE
+from ratls.errors import IncompleteReceiptError, ReceiptError
 from ratls.receipts import verify_receipt, verify_receipt_chain
 from ratls.signing import verify_json
 
@@ -82,6 +83,7 @@ def test_chat_through_the_openai_sdk_with_a_verified_receipt(client: VerifyingCl
     request_bytes = raw.http_response.request.content
     verify_receipt(receipt, request_bytes, raw.http_response.content, client.certificate())
     assert receipt["model_digest"] == images["digest"]
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
     assert client.last_result().verified and client.last_result().tee == "simulated"
 
 
@@ -136,11 +138,15 @@ def test_lifecycle_needs_the_right_token(client: VerifyingClient, service: Servi
     assert isinstance(operator["engine_log_tail"], list)
 
 
-def test_nonce_attestation(service: Service) -> None:
+def test_nonce_attestation(client: VerifyingClient, service: Service, images) -> None:
     with verifying_client(service, require_nonce=True) as fresh:
         assert fresh.http.get("/healthz").status_code == 200
         result = fresh.last_result()
         assert result.verified and result.binding.mode == "nonce"
+        # The appliance's RTMR3 event log replays and its last model event is the loaded model.
+        assert {c.name: c.outcome for c in result.checks}["rtmr3_event_log"] == "passed"
+        assert measured_model(result) == ("passed", images["digest"])
+        assert result.model_digest == images["digest"]
 
 
 def test_malformed_requests_get_4xx_envelopes(client: VerifyingClient) -> None:
@@ -185,12 +191,14 @@ def test_oversize_body_is_refused_before_it_is_sent(client: VerifyingClient) -> 
     assert response.json()["error"]["code"] == "body_too_large"
 
 
-def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, service: Service) -> None:
-    body = CHAT | {"max_tokens": 200, "stream": True}
-    with client.http.stream("POST", "/v1/chat/completions", json=body) as response:
+def test_client_disconnect_closes_the_upstream_request_and_the_receipt_says_so(
+        client: VerifyingClient, service: Service) -> None:
+    body = json.dumps(CHAT | {"max_tokens": 200, "stream": True}).encode()
+    with client.http.stream("POST", "/v1/chat/completions", content=body,
+                            headers={"Content-Type": "application/json"}) as response:
+        receipt_id = response.headers["x-receipt-id"]
         chunks = response.iter_raw()
-        next(chunks)
-        next(chunks)
+        received = next(chunks) + next(chunks)
     deadline = time.monotonic() + 10
     while True:
         tail = client.http.get("/v1/models/status", headers=service.auth()).json()["engine_log_tail"]
@@ -198,6 +206,18 @@ def test_client_disconnect_closes_the_upstream_request(client: VerifyingClient, 
             break
         assert time.monotonic() < deadline, "the engine never saw the proxy close the request"
         time.sleep(0.1)
+    receipt = client.receipt(receipt_id)
+    assert (receipt["status"], receipt["outcome"]) == (200, "client_disconnected")
+    certificate = client.certificate()
+    with pytest.raises(IncompleteReceiptError) as err:
+        verify_receipt(receipt, body, received, certificate)
+    assert (err.value.check, err.value.actual) == ("outcome", "client_disconnected")
+    # Allowed, the receipt is genuine; its response hash covers what the appliance wrote before it
+    # saw the disconnect, which may be more than this client read before closing.
+    try:
+        verify_receipt(receipt, body, received, certificate, allow_incomplete=True)
+    except ReceiptError as error:
+        assert error.check == "response_sha256", error
 
 
 def test_logs_hold_no_prompts_completions_or_tokens(client: VerifyingClient, service: Service) -> None:
@@ -236,19 +256,29 @@ def test_load_replaces_the_model_and_reissues_the_certificate(service: Service, 
         first.http.post("/v1/models/unload", json={"model": MODEL}, headers=service.auth())
         wait_for_status(first.http, lambda s: s["proxy_status"] == "idle")
         assert first.http.post("/v1/chat/completions", json=CHAT).status_code == 503
-    with verifying_client(service) as second:
+    # Nonce mode from here on, so that the RTMR3 event log is checked against the certificate.
+    with verifying_client(service, require_nonce=True) as second:
         idle = second.last_result_after(lambda: second.http.get("/healthz"))
         assert idle.model_digest is None
+        # An unload measures nothing: the log still ends with the unloaded model.
+        assert measured_model(idle) == ("not_applicable", images["digest"])
         assert idle.certificate.sha256_fingerprint != before.certificate.sha256_fingerprint
         second.http.post("/v1/models/load", json={"model": OTHER}, headers=service.auth())
         wait_for_status(second.http, lambda s: s["proxy_status"] == "ready")
-    with verifying_client(service) as third:
+    with verifying_client(service, require_nonce=True) as third:
         loaded = third.last_result_after(lambda: third.http.get("/healthz"))
         assert loaded.model_digest == images["other_digest"]
+        assert measured_model(loaded) == ("passed", images["other_digest"])
         assert loaded.certificate.sha256_fingerprint not in (before.certificate.sha256_fingerprint, idle.certificate.sha256_fingerprint)
         third.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
         wait_for_status(third.http, lambda s: s["proxy_status"] == "ready"
                         and s["loaded_model"] == MODEL)
+
+
+def measured_model(result) -> tuple[str, str | None]:
+    """The outcome of the check that RTMR3's last model event is the certificate's model."""
+    check = next(c for c in result.checks if c.name == "rtmr3_model_digest")
+    return check.outcome, check.actual
 
 
 def test_concurrent_load_is_a_conflict(work: Path, images) -> None:

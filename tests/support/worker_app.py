@@ -149,6 +149,34 @@ class AsgiClient:
     def post(self, url: str, **options: Any) -> httpx.Response:
         return self.request("POST", url, **options)
 
+    def exchange(self, path: str, body: bytes, disconnect_after: float | None = None,
+                 ) -> tuple[list[dict[str, Any]], float]:
+        """POSTs `body` as raw ASGI, for what httpx cannot show: a response the app leaves
+        incomplete, or a client that disconnects `disconnect_after` seconds once its body is
+        sent. Returns the messages the app sent and how long it took to return."""
+        async def exchange() -> tuple[list[dict[str, Any]], float]:
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.sleep(3600 if disconnect_after is None else disconnect_after)
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "POST", "scheme": "https", "path": path, "raw_path": path.encode(),
+                     "root_path": "", "query_string": b"", "server": ("appliance.test", 443),
+                     "client": ("127.0.0.1", 50000),
+                     "headers": [(b"content-type", b"application/json")]}
+            started = time.monotonic()
+            await self._app(scope, receive, send)
+            return sent, time.monotonic() - started
+        return self._runner.run(exchange())
+
     def close(self) -> None:
         try:
             assert self._runner.run(self._lifespan_step("lifespan.shutdown")) == "lifespan.shutdown.complete"

@@ -7,6 +7,8 @@ attestation request), i.e. the client refused before sending a request byte.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from datetime import timedelta
 
 import httpx
@@ -33,8 +35,9 @@ from ratls.errors import (
     ModelDigestError,
     RatlsError,
 )
-from ratls.httpx_client import MISDIRECTED_RETRIES, attested_httpx_client
+from ratls.httpx_client import attested_httpx_client
 from ratls.issuer import Identity, IdentityIssuer
+from ratls.misdirected import MISDIRECTED_RETRIES
 from ratls.policy import AppraisalPolicy
 from ratls.profile import RatlsCertificate, build_certificate, parse_certificate, spki_der
 from ratls.requests_adapter import attested_session
@@ -46,14 +49,22 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 def fetch(kind: str, verifier, url: str, clock, **options) -> str:
     """One chat completion through the verifying client of `kind`; returns the answer text."""
-    if kind == "httpx":
-        with attested_httpx_client(verifier, clock=clock, **options) as client:
-            response = client.post(f"{url}/v1/chat/completions", json=CHAT)
-    else:
-        with attested_session(verifier, clock=clock, **options) as session:
-            response = session.post(f"{url}/v1/chat/completions", json=CHAT)
+    response = post_chat(kind, verifier, url, clock, **options)
     assert response.status_code == 200
     return response.json()["choices"][0]["message"]["content"]
+
+
+def post_chat(kind: str, verifier, url: str, clock, *, replayable: bool = True, **options):
+    """The response to one chat request; `replayable=False` sends the body from a stream."""
+    body = json.dumps(CHAT).encode()
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    if kind == "httpx":
+        with attested_httpx_client(verifier, clock=clock, **options) as client:
+            content = body if replayable else iter([body])
+            return client.post(f"{url}/v1/chat/completions", content=content, headers=headers)
+    with attested_session(verifier, clock=clock, **options) as session:
+        data = body if replayable else io.BytesIO(body)
+        return session.post(f"{url}/v1/chat/completions", data=data, headers=headers)
 
 
 def refused(kind: str, verifier, url: str, clock, **options) -> AttestationRefused:
@@ -89,19 +100,32 @@ def test_client_verifies_then_requests(kind, server, make_verifier, clock) -> No
     assert server.connections[0].requests == ["POST /v1/chat/completions"]
 
 
-def test_httpx_client_retries_421_on_a_new_verified_connection(server, make_verifier, clock) -> None:
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_client_retries_421_on_a_new_verified_connection(
+    kind, server, make_verifier, clock
+) -> None:
     server.misdirect_posts = 2
-    assert fetch("httpx", make_verifier(), server.url, clock) == COMPLETION_TEXT
-    posts = [c for c in server.connections if c.requests]
-    assert len(posts) == 3 and all(c.requests == ["POST /v1/chat/completions"] for c in posts)
+    # Nonce mode makes each connection's verification visible: its attestation request comes first.
+    assert fetch(kind, make_verifier(), server.url, clock, require_nonce=True) == COMPLETION_TEXT
+    posts = [c.requests for c in server.connections if c.requests]
+    assert posts == [["GET /v1/attestation", "POST /v1/chat/completions"]] * 3
 
 
-def test_httpx_client_gives_up_after_bounded_421_retries(server, make_verifier, clock) -> None:
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_client_gives_up_after_bounded_421_retries(kind, server, make_verifier, clock) -> None:
     server.misdirect_posts = 100
-    with attested_httpx_client(make_verifier(), clock=clock) as client:
-        response = client.post(f"{server.url}/v1/chat/completions", json=CHAT)
-    assert response.status_code == 421
+    response = post_chat(kind, make_verifier(), server.url, clock)
+    assert response.status_code == 421 and b"superseded" in response.content
     assert server.misdirect_posts == 100 - 1 - MISDIRECTED_RETRIES
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_421_to_a_streamed_body_goes_back_to_the_caller(kind, server, make_verifier, clock) -> None:
+    server.misdirect_posts = 1
+    response = post_chat(kind, make_verifier(), server.url, clock, replayable=False)
+    assert response.status_code == 421 and b"superseded" in response.content
+    assert server.misdirect_posts == 0
+    assert [c.requests for c in server.connections] == [["POST /v1/chat/completions"]]
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

@@ -164,6 +164,8 @@ async def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> N
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", "transfer-encoding"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "Content-Length"),
     (b"SPDY/9 200 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 600 Odd\r\ncontent-length: 0\r\n\r\n", "status line"),
+    (b"HTTP/1.1 0200 OK\r\ncontent-length: 0\r\n\r\n", "status line"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "middle of a response"),
 ])

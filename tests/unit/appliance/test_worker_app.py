@@ -7,22 +7,29 @@ receipts and error envelopes are checked in process with httpx's ASGI transport.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.worker_app import DIGEST, LOAD_TOKEN, MODEL, AsgiClient, SupervisorDouble
+from support.worker_app import (
+    DIGEST,
+    LOAD_TOKEN,
+    MODEL,
+    AsgiClient,
+    SupervisorDouble,
+    start_fake_engine,
+    stop_engine,
+)
 
 from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
 from appliance.receipts import canonical_bytes
 from appliance.settings import Settings
+from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
 from ratls.signing import canonical_json
 
@@ -64,6 +71,7 @@ def test_chat_is_passed_through_byte_for_byte_with_a_verifiable_receipt(
     verify_receipt(receipt, body, response.content, certificate)
     assert receipt["usage"]["completion_tokens"] == 5
     assert receipt["model"] == MODEL and receipt["model_digest"] == DIGEST
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
 
 
 def test_stream_is_relayed_with_usage_and_a_receipt_over_the_whole_sse_body(
@@ -79,6 +87,38 @@ def test_stream_is_relayed_with_usage_and_a_receipt_over_the_whole_sse_body(
     receipt = receipt_of(client, response)
     verify_receipt(receipt, body, sse, supervisor_double.issuer.current().certificate.certificate)
     assert receipt["usage"]["completion_tokens"] == 5
+    assert (receipt["status"], receipt["outcome"]) == (200, "complete")
+
+
+def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
+        tmp_path, supervisor_double: SupervisorDouble) -> None:
+    (tmp_path / "aborting").mkdir()
+    engine = start_fake_engine(tmp_path / "aborting", abort_stream_after=2)
+    settings = supervisor_double.settings.model_copy(update={"vllm_port": engine.port})
+    body = json.dumps(CHAT | {"stream": True}).encode()
+    try:
+        with worker_client(settings) as client:
+            sent, _seconds = client.exchange("/v1/chat/completions", body)
+            start, *parts = sent
+            headers = dict(start["headers"])
+            receipt = client.get(f"/v1/receipts/{headers[b'x-receipt-id'].decode()}").json()
+            metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
+    finally:
+        stop_engine(engine)
+    assert start["status"] == 200
+    # No final body message: the server ends the connection without the terminating chunk.
+    assert all(part["more_body"] for part in parts)
+    sse = b"".join(part["body"] for part in parts)
+    assert sse.count(b"data: ") == 2 and b"[DONE]" not in sse
+    assert (receipt["status"], receipt["outcome"]) == (200, "engine_failed")
+    certificate = supervisor_double.issuer.current().certificate.certificate
+    with pytest.raises(IncompleteReceiptError) as err:
+        verify_receipt(receipt, body, sse, certificate)
+    assert err.value.actual == "engine_failed"
+    # The client holds every byte the appliance sent: allowed, the receipt binds them.
+    verify_receipt(receipt, body, sse, certificate, allow_incomplete=True)
+    assert ('appliance_streams_finished_total{outcome="engine_failed",'
+            'route="/v1/chat/completions"} 1.0') in metrics.text
 
 
 def test_receipts_chain(client) -> None:
@@ -96,7 +136,8 @@ def test_embeddings_and_engine_errors_pass_through(client) -> None:
     # The engine's own 400 (vLLM's envelope) is relayed as is, with a receipt.
     bad = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": -1})
     assert bad.status_code == 400 and "error" in bad.json()
-    assert RECEIPT_HEADER in bad.headers
+    bad_receipt = receipt_of(client, bad)
+    assert (bad_receipt["status"], bad_receipt["outcome"]) == (400, "complete")
 
 
 @pytest.mark.parametrize("body, status, code", [
@@ -224,7 +265,7 @@ def test_metrics_and_health(client) -> None:
     assert client.get("/metrics").status_code == 401
     text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert 'appliance_http_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
-    assert 'appliance_streams_finished_total{outcome="completed",route="/v1/chat/completions"} 1.0' in text
+    assert 'appliance_streams_finished_total{outcome="complete",route="/v1/chat/completions"} 1.0' in text
     assert "appliance_relayed_events_total" in text
     assert client.get("/healthz").json() == {"status": "ok", "model_ready": True}
 
@@ -240,10 +281,14 @@ def test_identity_rotation_is_picked_up_by_receipts(client, supervisor_double) -
 
 
 @settings(deadline=None)
-@given(st.text(), st.text(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)))
-def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens) -> None:
+@given(st.text(), st.text(), st.one_of(st.none(), st.integers(min_value=0, max_value=2**53)),
+       st.integers(min_value=100, max_value=599),
+       st.sampled_from(["complete", "client_disconnected", "engine_failed"]))
+def test_receipt_canonical_bytes_are_rfc8785(model: str, receipt_id: str, tokens, status: int,
+                                             outcome: str) -> None:
     body = {"type": "appliance.receipt.v1", "id": receipt_id, "model": model, "model_digest": None,
-            "usage": None if tokens is None else {"prompt_tokens": tokens, "total_tokens": tokens}}
+            "usage": None if tokens is None else {"prompt_tokens": tokens, "total_tokens": tokens},
+            "status": status, "outcome": outcome}
     try:
         expected = canonical_json(body)
     except ValueError:  # lone surrogates: neither encoder produces bytes
@@ -263,44 +308,15 @@ def test_a_connection_that_attested_another_model_gets_421(client, supervisor_do
     assert response.headers["Connection"] == "close"
 
 
-def disconnecting_client(app, body: bytes, after: float) -> tuple[list[dict], float, str]:
-    """Posts `body` to the app as a client that disconnects `after` seconds once it is sent;
-    returns what the app sent, how long it took to return, and the metrics afterwards."""
-    async def exchange() -> tuple[list[dict], float, str]:
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop()
-            await asyncio.sleep(after)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-                 "headers": [(b"content-type", b"application/json")], "query_string": b"",
-                 "http_version": "1.1", "scheme": "https", "root_path": ""}
-        started = time.monotonic()
-        try:
-            await app(scope, receive, send)
-            seconds = time.monotonic() - started
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="https://appliance.test") as client:
-                metrics = await client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
-        finally:
-            app.close()
-        return sent, seconds, metrics.text
-    return asyncio.run(exchange())
-
-
-def test_a_client_gone_mid_stream_ends_the_engine_request(supervisor_double, fake_engine) -> None:
-    app, _tls = build_worker(supervisor_double.settings)
+def test_a_client_gone_mid_stream_ends_the_engine_request(client, fake_engine) -> None:
     body = json.dumps(CHAT | {"max_tokens": 500, "stream": True}).encode()  # 5 s of events
-    sent, seconds, metrics = disconnecting_client(app, body, after=0.3)
+    sent, seconds = client.exchange("/v1/chat/completions", body, disconnect_after=0.3)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert 1 < len(sent) < 100 and seconds < 2
+    receipt_id = dict(sent[0]["headers"])[b"x-receipt-id"].decode()
+    receipt = client.get(f"/v1/receipts/{receipt_id}").json()
+    assert (receipt["status"], receipt["outcome"]) == (200, "client_disconnected")
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert ('appliance_streams_finished_total{outcome="client_disconnected",'
             'route="/v1/chat/completions"} 1.0') in metrics
     deadline = time.monotonic() + 5
@@ -310,8 +326,9 @@ def test_a_client_gone_mid_stream_ends_the_engine_request(supervisor_double, fak
 
 
 @pytest.mark.parametrize("fake_engine", [{"response_delay": 5}], indirect=True)
-def test_a_client_gone_before_the_engine_answers_ends_the_request(supervisor_double) -> None:
-    app, _tls = build_worker(supervisor_double.settings)
-    sent, seconds, metrics = disconnecting_client(app, json.dumps(CHAT).encode(), after=0.3)
+def test_a_client_gone_before_the_engine_answers_ends_the_request(client) -> None:
+    sent, seconds = client.exchange("/v1/chat/completions", json.dumps(CHAT).encode(),
+                                    disconnect_after=0.3)
     assert sent == [] and seconds < 2  # not the engine's 5 s: the request was dropped
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert "appliance_receipts_total 0.0" in metrics

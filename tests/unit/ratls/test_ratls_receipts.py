@@ -1,4 +1,5 @@
-"""Receipts: sign/verify round trip, every field mutation rejected by name, hash-chain breaks."""
+"""Receipts: sign/verify round trip, every field mutation rejected by name, incomplete responses
+refused unless allowed, hash-chain breaks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 
-from ratls.errors import ReceiptChainError, ReceiptError
+from ratls.errors import IncompleteReceiptError, ReceiptChainError, ReceiptError
 from ratls.issuer import Identity, IdentityIssuer
 from ratls.receipts import (
     Receipt,
@@ -42,6 +43,8 @@ def seal(
     request=REQUEST,
     response=RESPONSE,
     number: int = 1,
+    status: int = 200,
+    outcome: str = "complete",
 ) -> Receipt:
     body = ReceiptBody(
         id=f"chatcmpl-{number}",
@@ -51,6 +54,8 @@ def seal(
         request_sha256=hashlib.sha256(request).hexdigest(),
         response_sha256=hashlib.sha256(response).hexdigest(),
         usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7),
+        status=status,
+        outcome=outcome,
         certificate_sha256=identity.fingerprint.hex(),
         previous_receipt_sha256=previous,
     )
@@ -81,8 +86,10 @@ MUTATIONS = {
     "model": ("llama", "receipt_sha256"),
     "model_digest": ("ff" * 32, "model_digest"),
     "request_sha256": ("00" * 32, "request_sha256"),
-    "response_sha256": ("00" * 32, "response_sha256"),
+    "response_sha256": ("00" * 32, "receipt_sha256"),  # other response bytes: see below
     "usage": ({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}, "receipt_sha256"),
+    "status": (400, "receipt_sha256"),
+    "outcome": ("client_disconnected", "receipt_sha256"),
     "certificate_sha256": ("11" * 32, "certificate_sha256"),
     "previous_receipt_sha256": ("22" * 32, "receipt_sha256"),
     "receipt_sha256": ("33" * 32, "receipt_sha256"),
@@ -150,6 +157,11 @@ def test_sign_refuses_a_body_naming_another_certificate(identity, provider, name
         ("model_digest", "ab"),
         ("unknown", 1),
         ("id", ""),
+        ("status", 99),
+        ("status", 600),
+        ("status", "200"),
+        ("outcome", "completed"),
+        ("outcome", None),
     ],
 )
 def test_malformed_receipts_are_named(identity, field, value) -> None:
@@ -160,11 +172,52 @@ def test_malformed_receipts_are_named(identity, field, value) -> None:
     assert err.value.check.split(".")[0] == field
 
 
+@pytest.mark.parametrize("outcome", ["client_disconnected", "engine_failed"])
+def test_an_incomplete_receipt_is_refused_unless_allowed(identity, outcome) -> None:
+    receipt = seal(identity, outcome=outcome)
+    cert = identity.certificate.certificate
+    with pytest.raises(IncompleteReceiptError) as err:
+        verify_receipt(receipt.model_dump_json(), REQUEST, RESPONSE, cert)
+    assert (err.value.check, err.value.actual) == ("outcome", outcome)
+    assert err.value.expected == "complete"
+    assert outcome in str(err.value)
+    assert verify_receipt(receipt, REQUEST, RESPONSE, cert, allow_incomplete=True) == receipt
+    # Refused as incomplete even with fewer bytes than it covers (a client that went away).
+    with pytest.raises(IncompleteReceiptError):
+        verify_receipt(receipt, REQUEST, RESPONSE[:-1], cert)
+    # Allowing an incomplete receipt still binds the response bytes.
+    with pytest.raises(ReceiptError) as err:
+        verify_receipt(receipt, REQUEST, RESPONSE[:-1], cert, allow_incomplete=True)
+    assert err.value.check == "response_sha256"
+
+
+@pytest.mark.parametrize(("made_with", "forged"), [
+    ({"outcome": "client_disconnected"}, {"outcome": "complete"}),
+    ({"outcome": "engine_failed"}, {"outcome": "complete"}),
+    ({"outcome": "complete"}, {"outcome": "engine_failed"}),
+    ({"status": 400}, {"status": 200}),
+    ({"status": 200}, {"status": 503}),
+])
+def test_flipping_outcome_or_status_breaks_the_signature(identity, made_with, forged) -> None:
+    # The forger recomputes receipt_sha256 so the hash check passes; the signature cannot follow.
+    receipt = seal(identity, **made_with)
+    body = receipt.body().model_copy(update=forged)
+    tampered = receipt.model_copy(
+        update={**forged, "receipt_sha256": hashlib.sha256(body.canonical()).hexdigest()}
+    )
+    with pytest.raises(ReceiptError) as err:
+        verify_receipt(tampered, REQUEST, RESPONSE, identity.certificate.certificate,
+                       allow_incomplete=True)
+    assert err.value.check == "signature"
+    assert not isinstance(err.value, IncompleteReceiptError)
+
+
 def chain(identity: Identity, length: int) -> list[Receipt]:
     receipts: list[Receipt] = []
     for number in range(length):
         previous = receipts[-1].receipt_sha256 if receipts else None
-        receipts.append(seal(identity, previous=previous, number=number))
+        outcome = "client_disconnected" if number == 1 else "complete"
+        receipts.append(seal(identity, previous=previous, number=number, outcome=outcome))
     return receipts
 
 
@@ -216,7 +269,14 @@ def test_chain_spans_certificate_rotation(provider, names, clock) -> None:
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=2000), st.binary(max_size=2000))
-def test_any_request_and_response_bytes_round_trip(identity, request_bytes, response_bytes) -> None:
-    receipt = seal(identity, request=request_bytes, response=response_bytes)
-    verify_receipt(receipt, request_bytes, response_bytes, identity.certificate.certificate)
+@given(st.binary(max_size=2000), st.binary(max_size=2000), st.integers(100, 599),
+       st.sampled_from(["complete", "client_disconnected", "engine_failed"]))
+def test_any_request_and_response_bytes_round_trip(
+    identity, request_bytes, response_bytes, status, outcome
+) -> None:
+    receipt = seal(identity, request=request_bytes, response=response_bytes, status=status,
+                   outcome=outcome)
+    text = receipt.model_dump_json()
+    cert = identity.certificate.certificate
+    verified = verify_receipt(text, request_bytes, response_bytes, cert, allow_incomplete=True)
+    assert (verified.status, verified.outcome) == (status, outcome)

@@ -17,10 +17,16 @@ from attest.rtmr import RtmrEvent, RtmrEventLog
 from attest.simulated import SimulatedQuoteProvider, SimulatedTd, simulated_collateral
 from attest.verify import DcapVerifier
 from ratls.collateral import StaticCollateral
-from ratls.errors import AttestationRefused, CertificateError, HostnameMismatchError
+from ratls.errors import (
+    AttestationRefused,
+    CertificateError,
+    HostnameMismatchError,
+    ModelMeasurementError,
+)
 from ratls.evidence import make_nonce_evidence
 from ratls.issuer import IdentityIssuer
 from ratls.policy import AppraisalPolicy
+from ratls.profile import MODEL_EVENT_TYPE, MODEL_RTMR
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
 
@@ -160,22 +166,87 @@ def test_certificate_time_is_the_verifiers_clock(verifier_for, issuer, clock) ->
 
 
 def test_nonce_mode_with_an_rtmr_event_log(verifier_for, sim_authority, names, clock) -> None:
-    td_provider = SimulatedQuoteProvider(sim_authority)
-    log = RtmrEventLog()
-    log.measure(td_provider, RtmrEvent.from_data(3, "model-digest", DIGEST))
-    identity = IdentityIssuer(td_provider, names, clock=clock).reissue(model_digest=DIGEST)
-    evidence = make_nonce_evidence(identity, td_provider, NONCE, now=START, event_log=log)
+    evidence, identity = evidence_measuring(sim_authority, names, clock, [DIGEST], DIGEST)
     result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence,
                                    nonce=NONCE)
     assert result.verified, result.errors
     assert result.binding.mode == "nonce" and result.binding.nonce == NONCE.hex()
-    assert {c.name: c.outcome for c in result.checks}["rtmr3_event_log"] == "passed"
+    outcomes = {c.name: c.outcome for c in result.checks}
+    assert outcomes["rtmr3_event_log"] == outcomes["rtmr3_model_digest"] == "passed"
 
-    forged_log = RtmrEventLog([RtmrEvent.from_data(3, "model-digest", b"another model")])
+    forged_log = RtmrEventLog([model_event(b"another model")])
     forged = evidence.model_copy(update={"event_log": json.loads(forged_log.to_json())})
     refused = verifier_for().attest(identity.certificate.der, hostname=None, evidence=forged,
                                     nonce=NONCE)
     assert not refused.verified and refused.errors[0].check == "rtmr3 replay"
+
+
+OTHER_DIGEST = hashlib.sha256(b"other model").digest()
+
+
+@pytest.mark.parametrize(("measured", "actual"), [
+    ([OTHER_DIGEST], OTHER_DIGEST.hex()),
+    ([DIGEST, OTHER_DIGEST], OTHER_DIGEST.hex()),  # only the last model event counts
+    ([], "no model event"),
+    ([RtmrEvent.from_data(3, "another.type", DIGEST)], "no model event"),
+    ([RtmrEvent.from_data(2, MODEL_EVENT_TYPE, DIGEST)], "no model event"),
+], ids=["another_model", "another_model_last", "empty_log", "another_event_type", "rtmr2"])
+def test_log_that_replays_but_measured_another_model_is_refused(
+    verifier_for, sim_authority, names, clock, measured, actual
+) -> None:
+    # The simulated TD really measured `measured` (so RTMR3 replays); the certificate claims DIGEST.
+    evidence, identity = evidence_measuring(sim_authority, names, clock, measured, DIGEST)
+    with pytest.raises(AttestationRefused) as err:
+        verifier_for().verify(identity.certificate.der, hostname=None, evidence=evidence,
+                              nonce=NONCE)
+    cause = err.value.cause
+    assert isinstance(cause, ModelMeasurementError) and cause.check == "rtmr3_model_digest"
+    assert (cause.expected, cause.actual) == (DIGEST.hex(), actual)
+    outcomes = {c.name: c.outcome for c in err.value.result.checks}
+    assert outcomes["rtmr3_event_log"] == "passed" and outcomes["rtmr3_model_digest"] == "failed"
+
+
+def test_last_model_event_without_its_data_is_compared_by_digest(
+    verifier_for, sim_authority, names, clock
+) -> None:
+    measured = [OTHER_DIGEST, DIGEST]
+    evidence, identity = evidence_measuring(sim_authority, names, clock, measured, DIGEST)
+    events = [RtmrEvent(e.index, e.digest, e.event_type) for e in evidence.rtmr_event_log().events]
+    bare = evidence.model_copy(update={"event_log": json.loads(RtmrEventLog(events).to_json())})
+    result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=bare,
+                                   nonce=NONCE)
+    assert result.verified, result.errors
+    check = next(c for c in result.checks if c.name == "rtmr3_model_digest")
+    assert check.outcome == "passed" and "no data" in check.actual
+
+
+def test_no_model_in_the_certificate_makes_the_model_event_not_applicable(
+    verifier_for, sim_authority, names, clock
+) -> None:
+    # Loaded, then unloaded: the certificate has no digest, RTMR3 still holds the old model.
+    evidence, identity = evidence_measuring(sim_authority, names, clock, [DIGEST], None)
+    result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence,
+                                   nonce=NONCE)
+    assert result.verified, result.errors
+    check = next(c for c in result.checks if c.name == "rtmr3_model_digest")
+    assert (check.outcome, check.actual) == ("not_applicable", DIGEST.hex())
+    assert "1 not applicable" in result.summary()
+
+
+def model_event(digest: bytes) -> RtmrEvent:
+    return RtmrEvent.from_data(MODEL_RTMR, MODEL_EVENT_TYPE, digest, description="model")
+
+
+def evidence_measuring(sim_authority, names, clock, measured, cert_digest):
+    """Nonce evidence of a simulated TD that measured `measured` (digests or events) into its
+    RTMRs, presenting a certificate that claims `cert_digest`."""
+    td_provider = SimulatedQuoteProvider(sim_authority)
+    log = RtmrEventLog()
+    for item in measured:
+        log.measure(td_provider, item if isinstance(item, RtmrEvent) else model_event(item))
+    identity = IdentityIssuer(td_provider, names, clock=clock).reissue(model_digest=cert_digest)
+    evidence = make_nonce_evidence(identity, td_provider, NONCE, now=START, event_log=log)
+    return evidence, identity
 
 
 def test_nonce_mode_needs_both_arguments(verifier_for, issuer, provider) -> None:
