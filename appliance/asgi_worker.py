@@ -37,7 +37,7 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
     _extensions: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         # The handshake is over when the protocol gets the transport: the identity is final.
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -57,6 +57,47 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()  # builds a fresh self.scope for the request
         if self._extensions is not None:
             self.scope["extensions"] = dict(self._extensions)
+
+
+class _CoalescingTransport:
+    """Holds writes until the end of the current loop turn, then writes them as one.
+
+    uvicorn writes a response's head and its body separately (two ASGI messages); over TLS each
+    write is a record and a send(), which cost more than the rest of a small response here
+    (bench/proxy.py). Joined, the head and body of a response leave in one record; a stream's
+    events still leave as they come (each in the turn it arrived in).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def close(self) -> None:
+        self._flush()  # like any transport's close(): what was written is sent first
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
 
 class ApplianceWorker(UvicornWorker):
