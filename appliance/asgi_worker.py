@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -119,6 +121,12 @@ class ApplianceWorker(UvicornWorker):
         error_log = logging.getLogger("uvicorn.error")
         error_log.handlers = []
         error_log.propagate = True
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # uvicorn re-raises the SIGTERM it stopped on once it is done; exiting 0 instead tells
+        # gunicorn's master this was the graceful stop it asked for (not "Worker was sent SIGTERM!").
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
 
     async def _serve(self) -> None:
         # uvicorn's Server.serve skips load() once the config is loaded, so the context set here
