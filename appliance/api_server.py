@@ -57,8 +57,10 @@ def build_worker(settings: Settings) -> tuple[ApplianceAsgi, RotatingServerConte
         state=state, identity=identity, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
         receipts=receipts, metrics=metrics,
     )
-    other_routes = WsgiBridge(create_app(settings, services), settings.threads, settings.max_body_bytes)
-    return ApplianceAsgi(services, other_routes, settings.max_body_bytes), RotatingServerContext(identity)
+    other_routes = WsgiBridge(create_app(settings, services), settings.threads,
+                              settings.max_body_bytes)
+    app = ApplianceAsgi(services, other_routes, settings.max_body_bytes)
+    return app, RotatingServerContext(identity)
 
 
 class ApiServer(BaseApplication):

@@ -1,9 +1,9 @@
 """The Flask app of every route but inference: `create_app(settings, services)`.
 
 The API workers serve it through `appliance.wsgi_bridge` (the inference routes are native ASGI,
-`appliance.asgi_app`). Workers are stateless: the model state comes from the supervisor's shared state file (one `stat()`
-per request), lifecycle operations, nonce evidence and collateral from its control socket, the
-engine is on 127.0.0.1, and receipts go to the shared SQLite log. Every error is the OpenAI
+`appliance.asgi_app`). Workers are stateless: the model state comes from the supervisor's shared
+state file (one `stat()` per request), lifecycle operations, nonce evidence and collateral from
+its control socket, and receipts are read from the shared SQLite log. Every error is the OpenAI
 envelope, through the one error handler below.
 """
 

@@ -14,7 +14,15 @@ import logging
 import time
 
 from appliance.app import WorkerServices
-from appliance.asgi_http import ClientGone, Receive, Scope, Send, read_body, send_error, tls_connection
+from appliance.asgi_http import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_error,
+    tls_connection,
+)
 from appliance.errors import ApiError, MethodNotAllowed, PayloadTooLarge
 from appliance.proxy import INFERENCE_ROUTES
 from appliance.wsgi_bridge import WsgiBridge
@@ -28,7 +36,8 @@ _CONNECTION_CLOSE = (b"connection", b"close")
 
 
 class ApplianceAsgi:
-    def __init__(self, services: WorkerServices, other_routes: WsgiBridge, max_body_bytes: int) -> None:
+    def __init__(self, services: WorkerServices, other_routes: WsgiBridge,
+                 max_body_bytes: int) -> None:
         self._services = services
         self._other_routes = other_routes
         self._max_body = max_body_bytes

@@ -34,7 +34,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             if not value.isdigit():  # llhttp refuses these already; never trust that silently
                 raise BadRequest("malformed Content-Length", code="invalid_request")
             if int(value) > limit:
-                raise PayloadTooLarge(f"the request body is {int(value)} bytes; the limit is {limit}")
+                raise PayloadTooLarge(
+                    f"the request body is {int(value)} bytes; the limit is {limit}")
     # 2. A chunked body is stopped as soon as it passes the limit.
     chunks = []
     size = 0

@@ -8,7 +8,8 @@ each worker runs one uvicorn server on an event loop. Two things differ from a s
   gunicorn gets no `certfile`. The context is built once per worker; its SNI callback swaps in the
   newest identity on every handshake.
 * The HTTP protocol puts the connection's TLS into each request's scope, because RA-TLS needs
-  the identity the connection presented (`ratls.server.presented_identity`), per request.
+  the identity the connection presented (`ratls.server.presented_identity`), per request; and it
+  joins the writes of one loop turn (a response's head and body) into one TLS record.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 
 class RatlsHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the connection's TLS in `scope["extensions"]`.
+    """uvicorn's httptools protocol, plus the connection's TLS in `scope["extensions"]` (and its
+    writes coalesced per loop turn, see `_CoalescingTransport`).
 
     `extensions["tls"]` has the ASGI TLS extension's shape; `extensions["ratls"]["ssl_object"]` is
     the `ssl.SSLObject` itself, from which the app reads the presented RA-TLS identity.
@@ -39,7 +41,8 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
     _extensions: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        coalescing = _CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
         # The handshake is over when the protocol gets the transport: the identity is final.
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -125,7 +128,8 @@ class ApplianceWorker(UvicornWorker):
     def init_signals(self) -> None:
         super().init_signals()
         # uvicorn re-raises the SIGTERM it stopped on once it is done; exiting 0 instead tells
-        # gunicorn's master this was the graceful stop it asked for (not "Worker was sent SIGTERM!").
+        # gunicorn's master this was the graceful stop it asked for (no "Worker was sent SIGTERM!"
+        # error line).
         signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
 
     async def _serve(self) -> None:

@@ -120,7 +120,8 @@ class EngineResponse:
                 f"the engine sent nothing for {self._pool.endpoint.idle_timeout:g} s") from exc
         except asyncio.IncompleteReadError as exc:
             self.close()
-            raise UpstreamError("the engine closed the connection in the middle of a response") from exc
+            raise UpstreamError(
+                "the engine closed the connection in the middle of a response") from exc
         except asyncio.LimitOverrunError as exc:
             raise self._protocol_error("chunk size line too long") from exc
         except OSError as exc:
@@ -226,9 +227,8 @@ class EngineClient:
             raise UpstreamError(f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: "
                                 f"no answer in {endpoint.connect_timeout:g} s") from exc
         except OSError as exc:
-            raise UpstreamError(
-                f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: {exc.strerror or exc}"
-            ) from exc
+            raise UpstreamError(f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: "
+                                f"{exc.strerror or exc}") from exc
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Connection(reader, writer)
 
@@ -239,7 +239,8 @@ class EngineClient:
                 head = await connection.reader.readuntil(b"\r\n\r\n")
         except TimeoutError as exc:
             connection.drop()
-            raise UpstreamTimeout(f"the engine sent nothing for {self.endpoint.idle_timeout:g} s") from exc
+            raise UpstreamTimeout(
+                f"the engine sent nothing for {self.endpoint.idle_timeout:g} s") from exc
         except asyncio.IncompleteReadError as exc:
             connection.drop()
             if not exc.partial:

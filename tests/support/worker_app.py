@@ -138,7 +138,8 @@ class AsgiClient:
         self._lifespan_inbox: asyncio.Queue[dict[str, Any]] | None = None
         self._lifespan_outbox: asyncio.Queue[dict[str, Any]] | None = None
         self._lifespan: asyncio.Task[None] | None = None
-        assert self._runner.run(self._lifespan_step("lifespan.startup")) == "lifespan.startup.complete"
+        started = self._runner.run(self._lifespan_step("lifespan.startup"))
+        assert started == "lifespan.startup.complete"
 
     def request(self, method: str, url: str, **options: Any) -> httpx.Response:
         return self._runner.run(self._http.request(method, url, **options))
@@ -179,7 +180,8 @@ class AsgiClient:
 
     def close(self) -> None:
         try:
-            assert self._runner.run(self._lifespan_step("lifespan.shutdown")) == "lifespan.shutdown.complete"
+            stopped = self._runner.run(self._lifespan_step("lifespan.shutdown"))
+            assert stopped == "lifespan.shutdown.complete"
             self._runner.run(self._http.aclose())
         finally:
             self._runner.close()
