@@ -107,7 +107,9 @@ class ActivatorService:
                 if not hmac.compare_digest(digest, record.digest):
                     raise ExpectedDigestMismatchError(
                         f"model {model} is pinned to another digest",
-                        check="expected digest", expected=digest, actual=record.digest,
+                        check="expected digest",
+                        expected=digest,
+                        actual=record.digest,
                     )
                 active = self._active.get((model, record.digest))
                 if active is not None:
@@ -192,8 +194,11 @@ class ActivatorServer:
 
     def serve_forever(self) -> None:
         """Serve until stop(); then close the socket. Call deactivate_all() afterwards if wanted."""
-        logger.info("activator listening on %s for uid %d", self._settings.socket_path,
-                    self._settings.allowed_uid)
+        logger.info(
+            "activator listening on %s for uid %d",
+            self._settings.socket_path,
+            self._settings.allowed_uid,
+        )
         try:
             while not self._stopping.is_set():
                 try:

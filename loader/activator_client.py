@@ -50,7 +50,8 @@ class ActivatorClient:
         if (active.model, active.digest) != (record.name, record.digest):
             raise ActivatorProtocolError(
                 "the activator answered for another model",
-                check="answer", expected=f"{record.name} {record.digest}",
+                check="answer",
+                expected=f"{record.name} {record.digest}",
                 actual=f"{active.model} {active.digest}",
             )
         if progress is not None:
@@ -75,7 +76,7 @@ class ActivatorClient:
         return parse_result(ActiveModel, result)
 
     def _call(self, request: ActivatorRequest) -> dict[str, Any]:
-        """One request on a fresh connection; the result of an ok answer, the typed error otherwise."""
+        """One request on a fresh connection: the result when ok, else the typed error."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout)
@@ -88,7 +89,8 @@ class ActivatorClient:
         except OSError as error:
             raise ActivatorUnavailableError(
                 f"no answer from the activator: {error.strerror or error}",
-                check="activator socket", actual=str(self.socket_path),
+                check="activator socket",
+                actual=str(self.socket_path),
             ) from None
         answer = parse_answer(line)
         if answer.error is not None:

@@ -1,9 +1,9 @@
 """The activator's wire protocol: one JSON line each way per connection, over a Unix socket.
 
     -> {"op": "activate",   "model": NAME, "digest": HEX}\\n
-    <- {"ok": true, "result": {"model": NAME, "digest": HEX, "path": "/run/appliance-models/..."}}\\n
+    <- {"ok": true, "result": {"model": NAME, "digest": HEX, "path": MOUNT_POINT}}\\n
     -> {"op": "deactivate", "model": NAME, "digest": HEX}\\n
-    <- {"ok": true, "result": {"model": NAME, "digest": HEX, "path": ...}}\\n
+    <- {"ok": true, "result": {"model": NAME, "digest": HEX, "path": MOUNT_POINT}}\\n
     -> {"op": "status"}\\n
     <- {"ok": true, "result": {"active": [{"model": ..., "digest": ..., "path": ...}, ...]}}\\n
     <- {"ok": false, "error": {"type": "RecordError", "message": ..., "check": ..., ...}}\\n

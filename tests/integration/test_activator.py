@@ -38,7 +38,6 @@ from loader.activator_client import ActivatorClient
 from loader.errors import (
     ActivationError,
     ActivatorPeerError,
-    ActivatorProtocolError,
     ActivatorUnavailableError,
     ExpectedDigestMismatchError,
     ModelNameError,
@@ -46,7 +45,7 @@ from loader.errors import (
     ParameterMismatchError,
     RecordError,
 )
-from loader.images import load_record
+from loader.images import ModelImage, Progress, VerifiedModel, load_record
 from loader.lifecycle import Lifecycle
 from loader.pack import pack_model
 from loader.record import TrustedRecord
@@ -73,9 +72,8 @@ class World:
     def client(self) -> ActivatorClient:
         return ActivatorClient(self.settings.socket_path, timeout=WAIT)
 
-    def activate(self, record: TrustedRecord):
-        image_unused = None  # the client sends only the name and the digest
-        return self.client()(image_unused, record, self.root / "unused-work")  # type: ignore[arg-type]
+    def activate(self, record: TrustedRecord, progress: Progress | None = None) -> VerifiedModel:
+        return activate(self.client(), record, progress)
 
     def raw(self, payload: bytes) -> dict:
         """One raw exchange on the socket: what any local process could send."""
@@ -117,6 +115,14 @@ def world(tmp_path: Path) -> Iterator[World]:
     assert not settings.socket_path.exists()
 
 
+def activate(
+    client: ActivatorClient, record: TrustedRecord, progress: Progress | None = None
+) -> VerifiedModel:
+    # Paths that do not exist: the client sends only the name and the digest.
+    unused = ModelImage(record.name, Path("/nonexistent/x.img"), Path("/nonexistent/x.verity"))
+    return client(unused, record, Path("/nonexistent/work"), progress=progress)
+
+
 def device(record: TrustedRecord) -> str:
     return f"appliance-model-{record.name}-{record.digest[:16]}"
 
@@ -129,9 +135,7 @@ def test_activate_opens_pinned_mounts_read_only_and_release_tears_down(world: Wo
     models = world.settings.models_dir.resolve()
     progress: list[float] = []
 
-    verified = world.client()(
-        None, record, world.root / "unused", progress=progress.append  # type: ignore[arg-type]
-    )
+    verified = world.activate(record, progress=progress.append)
 
     name = device(record)
     p = record.params
@@ -151,7 +155,10 @@ def test_activate_opens_pinned_mounts_read_only_and_release_tears_down(world: Wo
     ]
 
     verified.close()
-    assert world.runner.calls[2:] == [["umount", str(verified.path)], ["veritysetup", "close", name]]
+    assert world.runner.calls[2:] == [
+        ["umount", str(verified.path)],
+        ["veritysetup", "close", name],
+    ]
     assert not verified.path.exists()
     assert world.client().status() == []
 
@@ -198,7 +205,8 @@ def test_stop_deactivates_what_is_still_active(world: World) -> None:
     verified = world.activate(record)
     world.service.deactivate_all()
     assert world.runner.calls[2:] == [
-        ["umount", str(verified.path)], ["veritysetup", "close", device(record)]
+        ["umount", str(verified.path)],
+        ["veritysetup", "close", device(record)],
     ]
     assert world.client().status() == []
 
@@ -213,7 +221,11 @@ def test_a_digest_other_than_the_activators_record_is_refused(world: World) -> N
     with pytest.raises(ExpectedDigestMismatchError) as caught:
         world.activate(theirs)
     error = caught.value
-    assert (error.check, error.expected, error.actual) == ("expected digest", "00" * 32, record.digest)
+    assert (error.check, error.expected, error.actual) == (
+        "expected digest",
+        "00" * 32,
+        record.digest,
+    )
     assert world.runner.calls == []
 
 
@@ -228,7 +240,9 @@ def test_an_unpinned_model_is_refused(world: World) -> None:
 @pytest.mark.parametrize("name", ["../tiny", "tiny/../../etc", "/etc/passwd", ".hidden", "a" * 65])
 def test_unsafe_names_are_refused(world: World, name: str) -> None:
     world.pack("tiny")
-    answer = world.raw(json.dumps({"op": "activate", "model": name, "digest": "ab" * 32}).encode() + b"\n")
+    answer = world.raw(
+        json.dumps({"op": "activate", "model": name, "digest": "ab" * 32}).encode() + b"\n"
+    )
     assert answer["ok"] is False
     assert answer["error"]["type"] in ("ModelNameError", "ActivatorProtocolError")  # > 64: schema
     assert world.runner.calls == []
@@ -296,8 +310,11 @@ def test_malformed_and_oversize_requests_are_refused(world: World, payload: byte
 
 
 def test_a_silent_peer_times_out_and_the_service_goes_on(world: World, tmp_path: Path) -> None:
-    quick = dataclasses.replace(world.settings, socket_path=world.settings.socket_path.with_name("quick.sock"),
-                                request_timeout=0.2)
+    quick = dataclasses.replace(
+        world.settings,
+        socket_path=world.settings.socket_path.with_name("quick.sock"),
+        request_timeout=0.2,
+    )
     server = ActivatorServer(quick, world.service)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -356,18 +373,23 @@ def test_no_activator_is_a_clear_error(tmp_path: Path) -> None:
 # -- through the lifecycle ----------------------------------------------------------------------
 
 
-def test_lifecycle_loads_and_unloads_through_the_activator(world: World, fake_vllm_bin: Path) -> None:
+def test_lifecycle_loads_and_unloads_through_the_activator(
+    world: World, fake_vllm_bin: Path
+) -> None:
     record = world.pack("tiny")
     root = world.root
     settings = LoaderSettings(
-        models_dir=world.settings.models_dir, roothash_dir=world.settings.roothash_dir,
-        work_dir=root / "work", state_dir=root / "state",
+        models_dir=world.settings.models_dir,
+        roothash_dir=world.settings.roothash_dir,
+        work_dir=root / "work",
+        state_dir=root / "state",
         health=HealthSettings(startup_timeout=10.0, poll_interval=0.05, check_interval=0.1),
         stop_grace=2.0,
     )
     spawn_log = root / "spawns.jsonl"
-    lifecycle = Lifecycle.create(settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log),
-                                 materialize=world.client())
+    lifecycle = Lifecycle.create(
+        settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log), materialize=world.client()
+    )
     try:
         lifecycle.load("tiny", expected_digest=record.digest)
         status = lifecycle.wait_for(lambda s: s.state in (ModelState.READY, ModelState.ERROR), WAIT)
@@ -383,22 +405,29 @@ def test_lifecycle_loads_and_unloads_through_the_activator(world: World, fake_vl
         status = lifecycle.wait_for(lambda s: s.state is ModelState.IDLE, WAIT)
         assert world.client().status() == []
         assert [call[0:2] for call in world.runner.calls[2:]] == [
-            ["umount", active.path], ["veritysetup", "close"]
+            ["umount", active.path],
+            ["veritysetup", "close"],
         ]
     finally:
         lifecycle.close()
 
 
-def test_lifecycle_fails_closed_when_the_activator_refuses(world: World, fake_vllm_bin: Path) -> None:
+def test_lifecycle_fails_closed_when_the_activator_refuses(
+    world: World, fake_vllm_bin: Path
+) -> None:
     world.pack("tiny")
     world.runner.fail = "veritysetup open"
     root = world.root
-    settings = LoaderSettings(models_dir=world.settings.models_dir,
-                              roothash_dir=world.settings.roothash_dir,
-                              work_dir=root / "work", state_dir=root / "state")
+    settings = LoaderSettings(
+        models_dir=world.settings.models_dir,
+        roothash_dir=world.settings.roothash_dir,
+        work_dir=root / "work",
+        state_dir=root / "state",
+    )
     spawn_log = root / "spawns.jsonl"
-    lifecycle = Lifecycle.create(settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log),
-                                 materialize=world.client())
+    lifecycle = Lifecycle.create(
+        settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log), materialize=world.client()
+    )
     try:
         lifecycle.load("tiny")
         status = lifecycle.wait_for(lambda s: s.state in (ModelState.READY, ModelState.ERROR), WAIT)
@@ -440,7 +469,7 @@ def test_appliance_activator_command_serves_and_fails_closed_without_device_mapp
         client = ActivatorClient(sock, timeout=WAIT)
         assert client.status() == []
         with pytest.raises(ActivationError, match="veritysetup open failed") as caught:
-            client(None, load_record(roothashes, "tiny"), tmp_path)  # type: ignore[arg-type]
+            activate(client, load_record(roothashes, "tiny"))
         assert caught.value.check == "veritysetup open"
         assert client.status() == []
         process.send_signal(signal.SIGTERM)
