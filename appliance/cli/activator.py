@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pwd
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -81,9 +83,22 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())
+    notify_ready()
     server.serve_forever()
     service.deactivate_all()
     return 0
+
+
+def notify_ready() -> None:
+    """Type=notify: the socket and the mount dir exist, so the appliance unit may start."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(b"READY=1")
 
 
 def _uid(value: str) -> int:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -454,18 +453,21 @@ def test_appliance_activator_command_serves_and_fails_closed_without_device_mapp
     record = pack_model(source, "tiny", models, roothashes).record
     sock = tmp_path / "run" / "activator.sock"
     sock.parent.mkdir()
+    # Type=notify: READY=1 once the socket exists (the appliance unit is ordered after it).
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(WAIT)
     process = subprocess.Popen(
         [sys.executable, "-m", "appliance", "activator", "--socket", str(sock),
          "--models-dir", str(models), "--roothash-dir", str(roothashes),
          "--mount-dir", str(tmp_path / "mounts"), "--allow-uid", str(os.getuid())],
         stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + WAIT
-        while not sock.exists():
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the activator did not create its socket"
-            time.sleep(0.05)
+        with notify:
+            assert notify.recv(64) == b"READY=1"
+        assert stat.S_ISSOCK(sock.stat().st_mode)
         client = ActivatorClient(sock, timeout=WAIT)
         assert client.status() == []
         with pytest.raises(ActivationError, match="veritysetup open failed") as caught:
