@@ -60,7 +60,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-_Result = TypeVar("_Result", bound=_Strict)
+_Document = TypeVar("_Document", bound=_Strict)
 
 
 class ActivatorRequest(_Strict):
@@ -115,29 +115,27 @@ class Answer(_Strict):
 
 
 def parse_request(line: bytes) -> ActivatorRequest:
-    try:
-        return ActivatorRequest.model_validate_json(line)
-    except ValidationError as error:
-        raise ActivatorProtocolError(
-            f"malformed request: {_first_problem(error)}", check="request"
-        ) from None
+    return _parse(ActivatorRequest, line, "request")
 
 
 def parse_answer(line: bytes) -> Answer:
-    try:
-        return Answer.model_validate_json(line)
-    except ValidationError as error:
-        raise ActivatorProtocolError(
-            f"malformed answer from the activator: {_first_problem(error)}", check="answer"
-        ) from None
+    return _parse(Answer, line, "answer")
 
 
-def parse_result(model: type[_Result], result: dict[str, Any]) -> _Result:
+def parse_result(model: type[_Document], result: dict[str, Any]) -> _Document:
+    return _parse(model, result, "answer")
+
+
+def _parse(model: type[_Document], raw: bytes | dict[str, Any], what: str) -> _Document:
     try:
-        return model.model_validate(result)
+        if isinstance(raw, bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
         raise ActivatorProtocolError(
-            f"malformed result from the activator: {_first_problem(error)}", check="answer"
+            f"malformed {what}: {where}: {first['msg']}", check=what
         ) from None
 
 
@@ -174,9 +172,3 @@ def read_line(sock: socket.socket, limit: int, what: str) -> bytes:
     if rest:
         raise ActivatorProtocolError(f"bytes after the {what} line", check=what)
     return line
-
-
-def _first_problem(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "document"
-    return f"{where}: {first['msg']}"

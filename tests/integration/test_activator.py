@@ -74,6 +74,23 @@ class World:
     def activate(self, record: TrustedRecord, progress: Progress | None = None) -> VerifiedModel:
         return activate(self.client(), record, progress)
 
+    @property
+    def spawn_log(self) -> Path:
+        return self.root / "spawns.jsonl"
+
+    def lifecycle(self, vllm_bin: Path) -> Lifecycle:
+        """A lifecycle over the same directories whose verified models come from the activator."""
+        settings = LoaderSettings(
+            models_dir=self.settings.models_dir,
+            roothash_dir=self.settings.roothash_dir,
+            work_dir=self.root / "work",
+            state_dir=self.root / "state",
+            health=HealthSettings(startup_timeout=10.0, poll_interval=0.05, check_interval=0.1),
+            stop_grace=2.0,
+        )
+        engine = fake_engine(vllm_bin, spawn_log=self.spawn_log)
+        return Lifecycle.create(settings, engine, materialize=self.client())
+
     def raw(self, payload: bytes) -> dict:
         """One raw exchange on the socket: what any local process could send."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -376,19 +393,7 @@ def test_lifecycle_loads_and_unloads_through_the_activator(
     world: World, fake_vllm_bin: Path
 ) -> None:
     record = world.pack("tiny")
-    root = world.root
-    settings = LoaderSettings(
-        models_dir=world.settings.models_dir,
-        roothash_dir=world.settings.roothash_dir,
-        work_dir=root / "work",
-        state_dir=root / "state",
-        health=HealthSettings(startup_timeout=10.0, poll_interval=0.05, check_interval=0.1),
-        stop_grace=2.0,
-    )
-    spawn_log = root / "spawns.jsonl"
-    lifecycle = Lifecycle.create(
-        settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log), materialize=world.client()
-    )
+    lifecycle = world.lifecycle(fake_vllm_bin)
     try:
         lifecycle.load("tiny", expected_digest=record.digest)
         status = lifecycle.wait_for(lambda s: s.state in (ModelState.READY, ModelState.ERROR), WAIT)
@@ -396,9 +401,10 @@ def test_lifecycle_loads_and_unloads_through_the_activator(
         assert status.loaded_model_digest == record.digest
         [active] = world.client().status()
         # The engine serves the activator's mount point, nothing under the appliance's work dir.
-        [spawn] = [json.loads(line) for line in spawn_log.read_text().splitlines()]
+        [spawn] = [json.loads(line) for line in world.spawn_log.read_text().splitlines()]
         assert spawn["model"] == active.path
-        assert not (root / "work").exists() or list((root / "work").iterdir()) == []
+        work = world.root / "work"
+        assert not work.exists() or list(work.iterdir()) == []
 
         lifecycle.unload("tiny")
         status = lifecycle.wait_for(lambda s: s.state is ModelState.IDLE, WAIT)
@@ -416,23 +422,13 @@ def test_lifecycle_fails_closed_when_the_activator_refuses(
 ) -> None:
     world.pack("tiny")
     world.runner.fail = "veritysetup open"
-    root = world.root
-    settings = LoaderSettings(
-        models_dir=world.settings.models_dir,
-        roothash_dir=world.settings.roothash_dir,
-        work_dir=root / "work",
-        state_dir=root / "state",
-    )
-    spawn_log = root / "spawns.jsonl"
-    lifecycle = Lifecycle.create(
-        settings, fake_engine(fake_vllm_bin, spawn_log=spawn_log), materialize=world.client()
-    )
+    lifecycle = world.lifecycle(fake_vllm_bin)
     try:
         lifecycle.load("tiny")
         status = lifecycle.wait_for(lambda s: s.state in (ModelState.READY, ModelState.ERROR), WAIT)
-        assert status.state is ModelState.ERROR
+        assert (status.state, status.error_type) == (ModelState.ERROR, "ActivationError")
         assert "veritysetup open failed" in str(status.error)
-        assert not spawn_log.exists()  # no engine
+        assert not world.spawn_log.exists()  # no engine
     finally:
         lifecycle.close()
 
