@@ -229,19 +229,19 @@ class ActivatorServer:
         try:
             line = read_line(conn, MAX_REQUEST_BYTES, "request")
         except TimeoutError:
-            line = None
-            answer = error_answer(ActivatorProtocolError(
+            error = ActivatorProtocolError(
                 f"no request line within {self._settings.request_timeout} s", check="request"
-            ))  # fmt: skip
-        except ActivatorProtocolError as error:
-            line = None
-            answer = error_answer(error)
-        except OSError as error:
-            logger.warning("peer pid %d went away: %s", pid, error)
+            )
+        except ActivatorProtocolError as caught:
+            error = caught
+        except OSError as caught:
+            logger.warning("peer pid %d went away: %s", pid, caught)
             return
-        if line is not None:
-            answer = self._answer(line, pid)
-        self._send(conn, answer)
+        else:
+            self._send(conn, self._answer(line, pid))
+            return
+        logger.warning("refused a request from pid %d: %s", pid, error)
+        self._send(conn, error_answer(error))
 
     def _answer(self, line: bytes, pid: int) -> bytes:
         request = None
