@@ -34,33 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--socket", type=Path, required=True, metavar="PATH", help="Unix socket to listen on")
-    add(
-        "--models-dir",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="model images (<name>.img + <name>.verity)",
-    )
-    add(
-        "--roothash-dir",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="trusted records (<name>.roothash)",
-    )
-    add(
-        "--mount-dir",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="where active models are mounted (created 0755), e.g. /run/appliance-models",
-    )
-    add(
-        "--allow-uid",
-        required=True,
-        metavar="UID",
-        help="the only uid served (number or user name): the appliance's",
-    )
+    add("--models-dir", type=Path, required=True, metavar="DIR",
+        help="model images (<name>.img + <name>.verity)")
+    add("--roothash-dir", type=Path, required=True, metavar="DIR",
+        help="trusted records (<name>.roothash)")
+    add("--mount-dir", type=Path, required=True, metavar="DIR",
+        help="where active models are mounted (created 0755), e.g. /run/appliance-models")
+    add("--allow-uid", required=True, metavar="UID",
+        help="the only uid served (number or user name): the appliance's")
     add("--group", metavar="NAME", help="group of the 0660 socket: the appliance's")
     parser.set_defaults(func=run)
 
@@ -69,12 +50,8 @@ def run(args: argparse.Namespace) -> int:
     configure_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         settings = ActivatorSettings(
-            socket_path=args.socket,
-            models_dir=args.models_dir,
-            roothash_dir=args.roothash_dir,
-            mount_dir=args.mount_dir,
-            allowed_uid=_uid(args.allow_uid),
-            group=args.group,
+            socket_path=args.socket, models_dir=args.models_dir, roothash_dir=args.roothash_dir,
+            mount_dir=args.mount_dir, allowed_uid=_uid(args.allow_uid), group=args.group,
         )
         service = ActivatorService(settings, DmVerityActivator())
         server = ActivatorServer(settings, service)

@@ -478,3 +478,21 @@ def test_appliance_activator_command_serves_and_fails_closed_without_device_mapp
             process.wait()
     assert not sock.exists()
     assert record.digest in process.stderr.read()  # refusals are logged with the digest
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--allow-uid", "no-such-user", "no such user"), ("--group", "no-such-group", "no such group")],
+)
+def test_appliance_activator_refuses_unknown_users_and_groups(
+    tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    argv = {"--socket": str(tmp_path / "a.sock"), "--models-dir": str(tmp_path),
+            "--roothash-dir": str(tmp_path), "--mount-dir": str(tmp_path / "mounts"),
+            "--allow-uid": "0"} | {flag: value}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "activator", *[x for kv in argv.items() for x in kv]],
+        capture_output=True, text=True, timeout=WAIT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "a.sock").exists()
