@@ -40,10 +40,13 @@ class Settings(BaseSettings):
     # and CI). "production": vLLM's defaults.
     engine_profile: Literal["production", "cpu"] = "production"
     # How a verified model reaches the engine. "dm-verity": kernel dm-verity with the pinned
-    # parameters and a read-only mount (the TDX VM; needs device-mapper and CAP_SYS_ADMIN).
-    # "userspace": verify while copying into private storage, then extract (development and CI,
-    # which have no device-mapper). Unset: dm-verity with --tee tdx, userspace with simulated.
-    model_access: Literal["dm-verity", "userspace"] | None = None
+    # parameters and a read-only mount, in this process (needs device-mapper and CAP_SYS_ADMIN:
+    # a privileged single-unit setup). "activator": the same, done by the privileged
+    # `appliance activator` service on `activator_socket` (the VM's units). "userspace": verify
+    # while copying into private storage, then extract (development and CI, which have no
+    # device-mapper). Unset: dm-verity with --tee tdx, userspace with simulated.
+    model_access: Literal["dm-verity", "activator", "userspace"] | None = None
+    activator_socket: Path = Path("/run/appliance-activator/activator.sock")
 
     # The public API.
     listen: str = "0.0.0.0:8443"
@@ -121,7 +124,7 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def effective_model_access(self) -> Literal["dm-verity", "userspace"]:
+    def effective_model_access(self) -> Literal["dm-verity", "activator", "userspace"]:
         if self.model_access is not None:
             return self.model_access
         return "dm-verity" if self.tee == "tdx" else "userspace"

@@ -46,6 +46,7 @@ from appliance.shared_state import SharedState, publish
 from appliance.tee import TeeServices, build_tee
 from attest.errors import AttestError
 from loader.activation import DmVerityActivator
+from loader.activator_client import ActivatorClient
 from loader.engine import VllmEngine
 from loader.errors import (
     ExpectedDigestMismatchError,
@@ -355,9 +356,13 @@ def prepare_state_dir(settings: Settings) -> None:
 
 
 def model_access(settings: Settings) -> Materialize:
-    """How verified model files reach the engine: kernel dm-verity in the VM, else userspace."""
-    if settings.effective_model_access == "dm-verity":
+    """How verified model files reach the engine: kernel dm-verity in the VM (in this process,
+    or through the privileged activator service), else userspace."""
+    access = settings.effective_model_access
+    if access == "dm-verity":
         return DmVerityActivator().activate
+    if access == "activator":
+        return ActivatorClient(settings.activator_socket)
     return materialize_verified
 
 

@@ -18,6 +18,11 @@ and, where there is one, the expected and the actual value:
     │       └── DataCorruptionError     a data block fails its leaf digest
     ├── ImageError                building, inspecting or extracting a filesystem image failed
     ├── ActivationError           veritysetup open / mount / close failed (production path)
+    ├── ActivatorError            the privileged activator service (loader.activator) failed
+    │   ├── ActivatorUnavailableError  no answer on its socket: not running, timed out, cut off
+    │   ├── ActivatorProtocolError     a request or answer that is malformed or too large
+    │   ├── ActivatorPeerError         a peer whose uid the activator does not serve
+    │   └── ModelNotActiveError        a deactivate naming no active (model, digest)
     ├── ExpectedDigestMismatchError  the digest a load request names is not the record's
     ├── LifecycleError
     │   ├── LifecycleConflictError   another load or unload is running (HTTP 409)
@@ -136,6 +141,26 @@ class ImageError(LoaderError):
 
 class ActivationError(LoaderError):
     """Production activation failed: `veritysetup open`, the read-only mount, or the teardown."""
+
+
+class ActivatorError(LoaderError):
+    """The privileged activator service refused a request or failed to answer it."""
+
+
+class ActivatorUnavailableError(ActivatorError):
+    """The activator's socket could not be reached, or it did not answer in time."""
+
+
+class ActivatorProtocolError(ActivatorError):
+    """A request or an answer that is not one well-formed, bounded JSON line of the protocol."""
+
+
+class ActivatorPeerError(ActivatorError):
+    """The connecting process runs as a uid that the activator does not serve (SO_PEERCRED)."""
+
+
+class ModelNotActiveError(ActivatorError):
+    """A deactivate names a (model, digest) that the activator has not activated."""
 
 
 class ExpectedDigestMismatchError(LoaderError):

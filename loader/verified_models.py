@@ -1,7 +1,8 @@
 """The ModelSource of model images: name, trusted record, expected digest, then verification.
 
 Development and CI verify in userspace into a private copy (`materialize_verified`, the
-default); the VM passes `DmVerityActivator().activate` (kernel dm-verity, read-only mount).
+default); the VM passes `ActivatorClient` (kernel dm-verity and a read-only mount, done by the
+privileged activator service) or, in a privileged process, `DmVerityActivator().activate`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class CheckedModel:
 
 
 class Materialize(Protocol):
-    """`materialize_verified` or `DmVerityActivator.activate`."""
+    """`materialize_verified`, `DmVerityActivator.activate` or `ActivatorClient`."""
 
     def __call__(
         self, image: ModelImage, record: TrustedRecord, work_dir: Path, *,

@@ -5,7 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc)
+apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc systemd)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import attest, collateral, model, portal, quote, serve, simulated, verity
+from appliance.cli import activator, attest, collateral, model, portal, quote, serve, simulated, verity
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (quote, verity, model, serve, collateral, simulated, attest, portal)
+COMMAND_MODULES: tuple[ModuleType, ...] = (quote, verity, model, serve, activator, collateral, simulated, attest, portal)
 
 EXIT_USAGE = 2
 

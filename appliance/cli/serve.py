@@ -44,9 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="environment variable for the engine, repeatable (its environment is otherwise clean)")
     add("--engine-profile", choices=["production", "cpu"],
         help="cpu: vLLM's CPU build with fast-start flags (development, CI)")
-    add("--model-access", choices=["dm-verity", "userspace"],
-        help="dm-verity: kernel verity + read-only mount (the VM); userspace: verify a private "
+    add("--model-access", choices=["dm-verity", "activator", "userspace"],
+        help="dm-verity: kernel verity + read-only mount in this process (privileged); activator: "
+             "the same through `appliance activator` (the VM's units); userspace: verify a private "
              "copy (no device-mapper). Default: dm-verity with --tee tdx, userspace otherwise")
+    add("--activator-socket", metavar="PATH",
+        help="the activator's socket (default /run/appliance-activator/activator.sock)")
     add("--load-token", metavar="TOKEN",
         help="bearer token for /v1/models/load|unload (prefer APPLIANCE_LOAD_TOKEN or LOAD_TOKEN)")
     add("--insecure-open-lifecycle", action="store_true",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -87,3 +89,14 @@ def test_serve_wires_kernel_dm_verity_for_tdx() -> None:
     kernel = model_access(Settings(tee="tdx"))
     assert isinstance(getattr(kernel, "__self__", None), DmVerityActivator)
     assert model_access(Settings(tee="simulated")) is materialize_verified
+
+
+def test_serve_wires_the_activator_client_to_its_socket() -> None:
+    from appliance.supervisor import model_access
+    from loader.activator_client import ActivatorClient
+
+    default = model_access(Settings(model_access="activator"))
+    assert default == ActivatorClient(Path("/run/appliance-activator/activator.sock"))
+    chosen = Settings(tee="simulated", model_access="activator", activator_socket="/run/x.sock")
+    assert chosen.effective_model_access == "activator"
+    assert model_access(chosen) == ActivatorClient(Path("/run/x.sock"))

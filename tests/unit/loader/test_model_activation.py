@@ -8,29 +8,17 @@ teardown order, including after failures. The real commands run only in a TDX gu
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+from support.commands import FakeRunner
 
-from loader.activation import CommandResult, DmVerityActivator
+from loader.activation import DmVerityActivator
 from loader.errors import ActivationError, ParameterMismatchError
 from loader.images import ModelImage
 from loader.record import TrustedRecord
 from loader.verity import VerityParams, format_hash
-
-
-class FakeRunner:
-    def __init__(self, fail: str | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.fail = fail
-
-    def __call__(self, argv: Sequence[str]) -> CommandResult:
-        self.calls.append(list(argv))
-        if self.fail and " ".join(argv).startswith(self.fail):
-            return CommandResult(1, "", f"{self.fail}: simulated failure")
-        return CommandResult(0, "", "")
 
 
 @pytest.fixture

@@ -1,0 +1,21 @@
+"""A fake CommandRunner for `loader.activation`: device-mapper cannot run on dev/CI kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loader.activation import CommandResult
+
+
+class FakeRunner:
+    """Records every command; the one starting with `fail` exits 1 with a recognisable stderr."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, argv: Sequence[str]) -> CommandResult:
+        self.calls.append(list(argv))
+        if self.fail and " ".join(argv).startswith(self.fail):
+            return CommandResult(1, "", f"{self.fail}: simulated failure")
+        return CommandResult(0, "", "")
