@@ -67,10 +67,12 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
 class _CoalescingTransport:
     """Holds writes until the end of the current loop turn, then writes them as one.
 
-    uvicorn writes a response's head and its body separately (two ASGI messages); over TLS each
-    write is a record and a send(), which cost more than the rest of a small response here
-    (bench/proxy.py). Joined, the head and body of a response leave in one record; a stream's
-    events still leave as they come (each in the turn it arrived in).
+    uvicorn writes a response's head and its body separately (two ASGI messages), and a stream's
+    events one by one; over TLS each write is a record and a send(). Joined, a response's head and
+    body leave in one record, and so do events that the engine delivered together; nothing waits
+    longer than the turn. Measured with bench/proxy.py (two runs each, shared machine): CPU per
+    relayed event at concurrency 64 went from 45-50 us to 32-36 us; at concurrency 1 the
+    difference is within the noise.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
