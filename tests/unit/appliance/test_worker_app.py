@@ -29,6 +29,7 @@ from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
 from appliance.receipts import canonical_bytes
 from appliance.settings import Settings
+from appliance.wsgi_bridge import TLS_CONNECTION_ENVIRON, wsgi_environ
 from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
 from ratls.signing import canonical_json
@@ -332,3 +333,38 @@ def test_a_client_gone_before_the_engine_answers_ends_the_request(client) -> Non
     assert sent == [] and seconds < 2  # not the engine's 5 s: the request was dropped
     metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert "appliance_receipts_total 0.0" in metrics
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models/load"])
+def test_a_chunked_body_is_stopped_at_the_limit(client, path: str) -> None:
+    sent = []
+
+    async def body():  # no Content-Length: chunked, 40 KiB at a time, 160 KiB in all
+        for _ in range(4):
+            sent.append(1)
+            yield b"x" * 40 * 1024
+
+    response = client.post(path, content=body(), headers=JSON | {"Authorization": f"Bearer {LOAD_TOKEN}"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert response.headers["Connection"] == "close"
+    assert len(sent) == 2  # refused once past the 64 KiB limit, not after reading it all
+
+
+def test_the_wsgi_environ_of_a_request() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/v1/caf\u00e9", "query_string": b"a=1&b=%20",
+             "root_path": "", "http_version": "1.1", "scheme": "https",
+             "server": ("appliance.test", 8443), "client": ("127.0.0.1", 50000),
+             "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),
+                         (b"x-tag", b"a"), (b"x-tag", b"b"), (b"x_tag", b"smuggled"),
+                         (b"authorization", b"Bearer t")]}
+    environ = wsgi_environ(scope, b'{"a": 1}')
+    assert environ["PATH_INFO"] == "/v1/caf\u00e9".encode().decode("latin-1")
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["CONTENT_LENGTH"] == "8" and environ["wsgi.input"].read() == b'{"a": 1}'
+    assert environ["CONTENT_TYPE"] == "application/json"
+    assert "HTTP_TRANSFER_ENCODING" not in environ  # the body was de-chunked and read in full
+    assert environ["HTTP_X_TAG"] == "a,b"  # the underscore spelling is dropped, not merged
+    assert environ["HTTP_AUTHORIZATION"] == "Bearer t"
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("appliance.test", "8443")
+    assert TLS_CONNECTION_ENVIRON not in environ  # no TLS in this scope
