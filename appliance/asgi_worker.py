@@ -28,6 +28,14 @@ from ratls.server import presented_identity
 
 # RFC 8446 / 5246 protocol versions, as the ASGI TLS extension wants them.
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+# Bounds of a request's head (gunicorn's were 4094 bytes of request line and 100 fields of 8190):
+# llhttp bounds neither and uvicorn's httptools protocol keeps the whole head in memory.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADER_FIELDS = 100
+
+
+class HeadTooLarge(Exception):  # noqa: N818 (raised in a parser callback: llhttp reports a 400)
+    """The request line and headers exceed MAX_HEAD_BYTES or MAX_HEADER_FIELDS."""
 
 
 class RatlsHttpToolsProtocol(HttpToolsProtocol):
@@ -35,10 +43,12 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
     writes coalesced per loop turn, see `_CoalescingTransport`).
 
     `extensions["tls"]` has the ASGI TLS extension's shape; `extensions["ratls"]["ssl_object"]` is
-    the `ssl.SSLObject` itself, from which the app reads the presented RA-TLS identity.
+    the `ssl.SSLObject` itself, from which the app reads the presented RA-TLS identity. A request
+    head over MAX_HEAD_BYTES or MAX_HEADER_FIELDS is refused (400, connection closed).
     """
 
     _extensions: dict[str, Any] | None = None
+    _head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = _CoalescingTransport(transport, self.loop)
@@ -60,8 +70,26 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()  # builds a fresh self.scope for the request
+        self._head_bytes = 0
         if self._extensions is not None:
             self.scope["extensions"] = dict(self._extensions)
+
+    # An exception in a parser callback makes httptools raise HttpParserError, which uvicorn
+    # answers with a 400 and a closed connection.
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        if len(self.headers) >= MAX_HEADER_FIELDS:
+            raise HeadTooLarge(f"more than {MAX_HEADER_FIELDS} header fields")
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes")
 
 
 class _CoalescingTransport:

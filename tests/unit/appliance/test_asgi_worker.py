@@ -16,7 +16,7 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.asgi_worker import ApplianceWorker, RatlsHttpToolsProtocol
+from appliance.asgi_worker import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, ApplianceWorker
 from ratls.issuer import IdentityIssuer
 from ratls.server import RotatingServerContext, presented_identity
 
@@ -105,3 +105,27 @@ def test_each_request_sees_the_identity_its_connection_presented(server: int,
     assert second["generation"] == issuer.current().generation > first["generation"]
     before.close()
     after.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * MAX_HEAD_BYTES + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEADER_FIELDS + 1))
+    + b"\r\n",
+])
+def test_an_oversized_request_head_is_refused_and_the_connection_closed(server: int, head: bytes) -> None:
+    connection = Connection(server)
+    connection.tls.sendall(head)
+    answer = b""
+    while chunk := connection.tls.recv(65536):  # until the server closes the connection
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    connection.close()
+
+
+def test_a_head_within_the_bounds_is_served(server: int) -> None:
+    connection = Connection(server)
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 500) for i in range(MAX_HEADER_FIELDS - 2))
+    connection.tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    answer = connection.tls.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    connection.close()
