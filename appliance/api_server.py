@@ -1,10 +1,13 @@
-"""The API server: gunicorn (gthread workers) serving the Flask app over RA-TLS.
+"""The API server: gunicorn managing event-loop workers (uvicorn, httptools, uvloop) over RA-TLS.
 
 The supervisor starts it as a child process (`python -m appliance.api_server`) with the settings
-in the environment. Each worker builds its own app after the fork (no preloading: SQLite
-connections, locks and key material are per process) and serves TLS through the ratls rotating
-context, whose identity comes from the supervisor: the worker notices a new generation in the
-shared state file and fetches the new certificate and key over the control socket.
+in the environment. `--workers` sets the number of worker processes; each runs one event loop
+that serves the inference routes natively (`appliance.asgi_app`) and every other route through
+the Flask app in a thread pool of `--threads` threads (`appliance.wsgi_bridge`). Each worker
+builds its own app after the fork (no preloading: SQLite connections, locks and key material are
+per process) and serves TLS through the ratls rotating context, whose identity comes from the
+supervisor: the worker notices a new generation in the shared state file and fetches the new
+certificate and key over the control socket.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry
 
 from appliance.app import WorkerServices, create_app
+from appliance.asgi_app import ApplianceAsgi
+from appliance.asgi_worker import ApplianceWorker
 from appliance.control import ControlClient
 from appliance.identity import SupervisorIdentitySource
 from appliance.logs import GunicornJsonLogger
@@ -29,6 +33,7 @@ from appliance.receipts import ReceiptRecorder
 from appliance.settings import Settings
 from appliance.shared_state import SharedStateReader
 from appliance.upstream import EngineClient, EngineEndpoint
+from appliance.wsgi_bridge import WsgiBridge
 from ratls.server import RotatingServerContext
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ GRACEFUL_TIMEOUT = 10
 KEEPALIVE = 30
 
 
-def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:
+def build_worker(settings: Settings) -> tuple[ApplianceAsgi, RotatingServerContext]:
     """Everything one worker process needs, wired from the settings."""
     state = SharedStateReader(settings.shared_state_file)
     control = ControlClient(settings.control_socket)
@@ -52,7 +57,10 @@ def build_worker(settings: Settings) -> tuple[Flask, RotatingServerContext]:
         state=state, identity=identity, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
         receipts=receipts, metrics=metrics,
     )
-    return create_app(settings, services), RotatingServerContext(identity)
+    other_routes = WsgiBridge(create_app(settings, services), settings.threads,
+                              settings.max_body_bytes)
+    app = ApplianceAsgi(services, other_routes, settings.max_body_bytes)
+    return app, RotatingServerContext(identity)
 
 
 class ApiServer(BaseApplication):
@@ -67,11 +75,8 @@ class ApiServer(BaseApplication):
         options: dict[str, Any] = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": settings.workers,
-            "worker_class": "gthread",
-            "threads": settings.threads,
-            # gunicorn turns TLS on when certfile is set and checks the file exists; the ssl_context
-            # hook below never reads it.
-            "certfile": "/dev/null",
+            "worker_class": ApplianceWorker,
+            # No certfile: the worker takes its TLS context from this hook (asgi_worker).
             "ssl_context": self._ssl_context,
             "keepalive": KEEPALIVE,
             "graceful_timeout": GRACEFUL_TIMEOUT,
@@ -87,7 +92,7 @@ class ApiServer(BaseApplication):
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    def load(self) -> ApplianceAsgi:
         app, self._tls = build_worker(self._settings)
         return app
 

@@ -1,8 +1,9 @@
-"""The Flask app the gunicorn workers run: `create_app(settings, services)`.
+"""The Flask app of every route but inference: `create_app(settings, services)`.
 
-Workers are stateless: the model state comes from the supervisor's shared state file (one `stat()`
-per request), lifecycle operations, nonce evidence and collateral from its control socket, the
-engine is on 127.0.0.1, and receipts go to the shared SQLite log. Every error is the OpenAI
+The API workers serve it through `appliance.wsgi_bridge` (the inference routes are native ASGI,
+`appliance.asgi_app`). Workers are stateless: the model state comes from the supervisor's shared
+state file (one `stat()` per request), lifecycle operations, nonce evidence and collateral from
+its control socket, and receipts are read from the shared SQLite log. Every error is the OpenAI
 envelope, through the one error handler below.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import socket
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,10 +29,11 @@ from appliance.errors import (
     Unauthorized,
 )
 from appliance.metrics import Metrics
-from appliance.proxy import INFERENCE_ROUTES, InferenceProxy, parse_json_object
+from appliance.proxy import InferenceProxy, parse_json_object
 from appliance.receipt_log import ReceiptLog
 from appliance.settings import Settings
 from appliance.shared_state import SharedState
+from appliance.wsgi_bridge import TLS_CONNECTION_ENVIRON
 from ratls.issuer import Identity, IdentitySource
 from ratls.server import presented_identity
 
@@ -87,30 +87,10 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         response = Response(error.body(), status=error.status, mimetype="application/json")
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="appliance lifecycle"'
-        if error.status == 421:
-            # The connection attested superseded evidence: drop it, so that a retry (RFC 9110
-            # 15.5.20) opens a new connection and verifies the re-issued certificate. gunicorn
-            # ignores an application's `Connection: close`, so the socket is also shut down once
-            # the response has been written (Flask runs call_on_close after the server sent it).
-            response.headers["Connection"] = "close"
-            connection = request.environ.get("gunicorn.socket")
-            if connection is not None:
-                response.call_on_close(lambda: _shut_down(connection))
         if isinstance(exc, HTTPException) and exc.code == 405:
             allowed = exc.valid_methods or []
             response.headers["Allow"] = ", ".join(allowed)
         return response
-
-    # -- inference -------------------------------------------------------------------------------
-    def inference(route: str):
-        def view() -> Response:
-            body = _read_body(settings.max_body_bytes)
-            return services.proxy.forward(route, body, services.state.current(),
-                                          connection_identity(services.identity))
-        return view
-
-    for route in INFERENCE_ROUTES:
-        app.add_url_rule(route, endpoint=route, view_func=inference(route), methods=["POST"])
 
     @app.get("/v1/models")
     def models() -> Response:
@@ -193,9 +173,9 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
 
 def connection_identity(current: IdentitySource) -> Identity:
     """The identity this request's TLS connection presented; the current one without TLS (tests)."""
-    sock = request.environ.get("gunicorn.socket")
-    if isinstance(sock, ssl.SSLSocket):
-        return presented_identity(sock)
+    connection = request.environ.get(TLS_CONNECTION_ENVIRON)
+    if connection is not None:
+        return presented_identity(connection)
     return current.current()
 
 
@@ -250,9 +230,3 @@ def _as_api_error(exc: Exception) -> ApiError:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return ApiError("internal error (details are in the appliance's log)")
 
-
-def _shut_down(connection: socket.socket) -> None:
-    try:
-        connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # the client went away first

@@ -14,7 +14,9 @@ from typing import Any
 
 from gunicorn import glogging
 
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+# Not copied into a line: the record's own fields, and uvicorn's ANSI-coloured copy of the message.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

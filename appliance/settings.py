@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     listen: str = "0.0.0.0:8443"
     hostname: tuple[str, ...] = ("localhost",)
     workers: int = Field(2, ge=1, le=64)
+    # Per worker: the thread pool of the Flask routes (lifecycle, status, attestation, receipts);
+    # inference runs on the worker's event loop and needs no thread.
     threads: int = Field(32, ge=1, le=1024)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Seconds without a byte from the engine before a request fails; there is no total timeout,

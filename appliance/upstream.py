@@ -1,30 +1,34 @@
-"""A lean HTTP/1.1 client for the engine on 127.0.0.1: the proxy's hot path.
+"""A lean asyncio HTTP/1.1 client for the engine on 127.0.0.1: the proxy's hot path.
 
-Why not httpx or http.client: per request they cost several times the proxy's whole budget
-(header objects, email parsing, pool bookkeeping), and what the proxy needs is narrow: one trusted
-peer on loopback, JSON request bodies with a length, responses framed by Content-Length or chunked
-encoding (uvicorn's SSE), keep-alive, a per-read idle timeout and no total timeout, and a
-`close()` that drops the connection so that the engine sees a disconnect and aborts generation.
-The response body is returned exactly as the engine sent it (after removing chunk framing).
+Why not httpx or aiohttp: per request they cost several times the proxy's whole budget (header
+objects, pool bookkeeping, abstractions over transports), and what the proxy needs is narrow: one
+trusted peer on loopback, JSON request bodies with a length, responses framed by Content-Length
+or chunked encoding (uvicorn's SSE), keep-alive, a per-read idle timeout and no total timeout,
+and a `close()` that drops the connection so that the engine sees a disconnect and aborts
+generation. The response body is returned exactly as the engine sent it (after removing chunk
+framing). One client per event loop: its connections belong to the loop that opened them.
 """
 
 from __future__ import annotations
 
-import select
+import asyncio
 import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from appliance.errors import UpstreamError, UpstreamTimeout
 
-_RECV_SIZE = 65536
+_READ_SIZE = 65536
 _MAX_HEAD_BYTES = 64 * 1024
+_MAX_CHUNK_LINE = 1024
 _MAX_IDLE_CONNECTIONS = 256
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
      b"upgrade", b"proxy-connection", b"date", b"server"}
 )
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,34 @@ class EngineEndpoint:
     idle_timeout: float = 600.0
 
 
-class EngineResponse:
-    """One response; iterate `chunks()` or call `read()` once, then it is done or `close()`d."""
+class _Connection:
+    __slots__ = ("reader", "writer")
 
-    def __init__(self, pool: EngineClient, sock: socket.socket, status: int,
-                 headers: list[tuple[bytes, bytes]], buffered: bytearray, framing: str,
-                 length: int, keep_alive: bool) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def usable(self) -> bool:
+        # The engine closed an idle connection (EOF arrived), or it holds unexpected bytes.
+        return not (self.writer.is_closing() or self.reader.at_eof())
+
+    def drop(self) -> None:
+        # abort(): no flushing and no waiting; the engine sees the connection go at once.
+        self.writer.transport.abort()
+
+
+class EngineResponse:
+    """One response; iterate `chunks()` or await `read()` once, then it is done or `close()`d."""
+
+    def __init__(self, pool: EngineClient, connection: _Connection, status: int,
+                 headers: list[tuple[bytes, bytes]], framing: str, length: int,
+                 keep_alive: bool) -> None:
         self._pool = pool
-        self._sock: socket.socket | None = sock
+        self._connection: _Connection | None = connection
         self.status = status
         self.headers = headers
-        self._buffer = buffered
         self._framing = framing  # "length", "chunked" or "close"
-        self._remaining = length
+        self._length = length
         self._keep_alive = keep_alive
 
     def header(self, name: bytes) -> bytes | None:
@@ -56,114 +75,97 @@ class EngineResponse:
                 return value
         return None
 
-    def passthrough_headers(self) -> list[tuple[str, str]]:
+    def passthrough_headers(self) -> list[tuple[bytes, bytes]]:
         """End-to-end headers to relay to the client (framing is the proxy server's business)."""
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers if k not in _HOP_BY_HOP]
+        return [(k, v) for k, v in self.headers if k not in _HOP_BY_HOP]
 
-    def read(self) -> bytes:
-        return b"".join(self.chunks())
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
 
-    def chunks(self) -> Iterator[bytes]:
-        """Body bytes as they arrive: each item holds whatever complete data one read produced."""
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive: one item per read (Content-Length) or per chunk (chunked)."""
         if self._framing == "length":
-            yield from self._length_body()
+            body = self._length_body()
         elif self._framing == "chunked":
-            yield from self._chunked_body()
+            body = self._chunked_body()
         else:
-            yield from self._until_close()
+            body = self._until_close()
+        async for chunk in body:
+            yield chunk
         self._finish()
 
     def close(self) -> None:
         """Drops the connection if the body was not fully read (the engine then aborts)."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            _close(sock)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.drop()
 
     def _finish(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
+        connection, self._connection = self._connection, None
+        if connection is None:
             return
-        if self._keep_alive and not self._buffer:
-            self._pool.release(sock)
+        if self._keep_alive and connection.usable():
+            self._pool.release(connection)
         else:
-            _close(sock)
+            connection.drop()
 
-    def _recv(self) -> bytes:
-        assert self._sock is not None, "response already closed"
+    async def _read(self, operation: Awaitable[_T]) -> _T:
+        """One read with the idle timeout; any failure drops the connection."""
         try:
-            data = self._sock.recv(_RECV_SIZE)
+            async with asyncio.timeout(self._pool.endpoint.idle_timeout):
+                return await operation
         except TimeoutError as exc:
             self.close()
-            raise UpstreamTimeout(f"the engine sent nothing for {self._pool.endpoint.idle_timeout:g} s") from exc
+            raise UpstreamTimeout(
+                f"the engine sent nothing for {self._pool.endpoint.idle_timeout:g} s") from exc
+        except asyncio.IncompleteReadError as exc:
+            self.close()
+            raise UpstreamError(
+                "the engine closed the connection in the middle of a response") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise self._protocol_error("chunk size line too long") from exc
         except OSError as exc:
             self.close()
             raise UpstreamError(f"reading from the engine failed: {exc.strerror or exc}") from exc
-        return data
 
-    def _length_body(self) -> Iterator[bytes]:
-        remaining = self._remaining
-        if self._buffer:
-            data = bytes(self._buffer[:remaining])
-            del self._buffer[:remaining]
-            remaining -= len(data)
-            yield data
+    def _reader(self) -> asyncio.StreamReader:
+        if self._connection is None:  # close()d while the body was being read
+            raise UpstreamError("the engine response was closed before its end")
+        return self._connection.reader
+
+    async def _length_body(self) -> AsyncIterator[bytes]:
+        remaining = self._length
         while remaining > 0:
-            data = self._recv()
+            data = await self._read(self._reader().read(min(remaining, _READ_SIZE)))
             if not data:
                 self.close()
                 raise UpstreamError("the engine closed the connection in the middle of a response")
-            if len(data) > remaining:
-                self._buffer += data[remaining:]
-                data = data[:remaining]
             remaining -= len(data)
             yield data
 
-    def _chunked_body(self) -> Iterator[bytes]:
-        buffer = self._buffer
+    async def _chunked_body(self) -> AsyncIterator[bytes]:
+        # RFC 9112 7.1: chunk-size [; ext] CRLF, data CRLF, ..., 0 CRLF, trailer lines, CRLF.
         while True:
-            out = []
-            # Parse every complete chunk in the buffer; yield their data together.
-            while True:
-                line_end = buffer.find(b"\r\n")
-                if line_end < 0:
-                    if len(buffer) > 1024:
-                        raise self._protocol_error("chunk size line too long")
-                    break
-                size_text = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise self._protocol_error(f"bad chunk size {size_text[:20]!r}") from None
-                if size == 0:
-                    trailer_end = buffer.find(b"\r\n\r\n", line_end)
-                    if trailer_end < 0:
-                        break  # need the (empty) trailer section
-                    del buffer[: trailer_end + 4]
-                    if out:
-                        yield b"".join(out)
-                    return
-                end = line_end + 2 + size
-                if len(buffer) < end + 2:
-                    break
-                if buffer[end:end + 2] != b"\r\n":
-                    raise self._protocol_error("chunk data not followed by CRLF")
-                out.append(bytes(buffer[line_end + 2:end]))
-                del buffer[: end + 2]
-            if out:
-                yield b"".join(out)
-            data = self._recv()
-            if not data:
-                self.close()
-                raise UpstreamError("the engine closed the connection in the middle of a stream")
-            buffer += data
+            line = await self._read(self._reader().readuntil(b"\r\n"))
+            if len(line) > _MAX_CHUNK_LINE:
+                raise self._protocol_error("chunk size line too long")
+            size_text = line[:-2].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise self._protocol_error(f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                while await self._read(self._reader().readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailer fields: not relayed
+                return
+            data = await self._read(self._reader().readexactly(size + 2))
+            if data[-2:] != b"\r\n":
+                raise self._protocol_error("chunk data not followed by CRLF")
+            yield data[:-2]
 
-    def _until_close(self) -> Iterator[bytes]:
+    async def _until_close(self) -> AsyncIterator[bytes]:
         self._keep_alive = False
-        if self._buffer:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            yield data
-        while data := self._recv():
+        while data := await self._read(self._reader().read(_READ_SIZE)):
             yield data
 
     def _protocol_error(self, what: str) -> UpstreamError:
@@ -172,130 +174,115 @@ class EngineResponse:
 
 
 class EngineClient:
-    """Keep-alive connections to one engine endpoint, shared by the worker's threads."""
+    """Keep-alive connections to one engine endpoint, shared by the requests of one event loop."""
 
     def __init__(self, endpoint: EngineEndpoint) -> None:
         self.endpoint = endpoint
-        self._idle: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._idle: list[_Connection] = []
         self._host_header = f"{endpoint.host}:{endpoint.port}".encode()
 
-    def request(self, method: str, path: str, body: bytes = b"",
-                content_type: bytes = b"application/json") -> EngineResponse:
-        head = b"".join((
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      content_type: bytes = b"application/json") -> EngineResponse:
+        message = b"".join((
             method.encode(), b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
             b"\r\nContent-Type: ", content_type,
-            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n",
+            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body,
         ))
-        message = head + body
-        sock, reused = self._acquire()
+        connection, reused = await self._acquire()
         try:
-            return self._exchange(sock, message)
+            return await self._exchange(connection, message)
         except _StaleConnection:
             # A kept-alive connection the engine had closed; nothing reached it, so retrying once
             # on a fresh connection cannot duplicate the request.
             if not reused:
                 raise UpstreamError("the engine closed a new connection without answering") from None
-            return self._exchange(self._connect(), message)
+            return await self._exchange(await self._connect(), message)
 
-    def release(self, sock: socket.socket) -> None:
-        with self._lock:
-            if len(self._idle) < _MAX_IDLE_CONNECTIONS:
-                self._idle.append(sock)
-                return
-        _close(sock)
+    def release(self, connection: _Connection) -> None:
+        if len(self._idle) < _MAX_IDLE_CONNECTIONS:
+            self._idle.append(connection)
+        else:
+            connection.drop()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            _close(sock)
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.drop()
 
-    def _acquire(self) -> tuple[socket.socket, bool]:
-        while True:
-            with self._lock:
-                sock = self._idle.pop() if self._idle else None
-            if sock is None:
-                return self._connect(), False
-            # An idle connection that is readable has been closed by the engine (or holds junk).
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return sock, True
-            _close(sock)
+    async def _acquire(self) -> tuple[_Connection, bool]:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable():
+                return connection, True
+            connection.drop()
+        return await self._connect(), False
 
-    def _connect(self) -> socket.socket:
+    async def _connect(self) -> _Connection:
         endpoint = self.endpoint
         try:
-            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.connect_timeout)
-        except OSError as exc:
-            raise UpstreamError(
-                f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: {exc.strerror or exc}"
-            ) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(endpoint.idle_timeout)
-        return sock
-
-    def _exchange(self, sock: socket.socket, message: bytes) -> EngineResponse:
-        try:
-            sock.sendall(message)
-            buffer = bytearray()
-            while (head_end := buffer.find(b"\r\n\r\n")) < 0:
-                data = sock.recv(_RECV_SIZE)
-                if not data:
-                    _close(sock)
-                    if not buffer:
-                        raise _StaleConnection
-                    raise UpstreamError("the engine closed the connection inside response headers")
-                buffer += data
-                if len(buffer) > _MAX_HEAD_BYTES:
-                    _close(sock)
-                    raise UpstreamError("the engine's response headers are too large")
+            async with asyncio.timeout(endpoint.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    endpoint.host, endpoint.port, limit=_MAX_HEAD_BYTES)
         except TimeoutError as exc:
-            _close(sock)
-            raise UpstreamTimeout(f"the engine sent nothing for {self.endpoint.idle_timeout:g} s") from exc
+            raise UpstreamError(f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: "
+                                f"no answer in {endpoint.connect_timeout:g} s") from exc
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to the engine at {endpoint.host}:{endpoint.port}: "
+                                f"{exc.strerror or exc}") from exc
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Connection(reader, writer)
+
+    async def _exchange(self, connection: _Connection, message: bytes) -> EngineResponse:
+        try:
+            connection.writer.write(message)
+            async with asyncio.timeout(self.endpoint.idle_timeout):
+                head = await connection.reader.readuntil(b"\r\n\r\n")
+        except TimeoutError as exc:
+            connection.drop()
+            raise UpstreamTimeout(
+                f"the engine sent nothing for {self.endpoint.idle_timeout:g} s") from exc
+        except asyncio.IncompleteReadError as exc:
+            connection.drop()
+            if not exc.partial:
+                raise _StaleConnection from exc
+            raise UpstreamError("the engine closed the connection inside response headers") from exc
+        except asyncio.LimitOverrunError as exc:
+            connection.drop()
+            raise UpstreamError("the engine's response headers are too large") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
-            _close(sock)
+            connection.drop()
             raise _StaleConnection from exc
         except OSError as exc:
-            _close(sock)
+            connection.drop()
             raise UpstreamError(f"talking to the engine failed: {exc.strerror or exc}") from exc
-        status, headers, keep_alive = _parse_head(bytes(buffer[:head_end]), sock)
-        del buffer[: head_end + 4]
-        framing, length = "close", 0
-        for key, value in headers:
-            if key == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    _close(sock)
-                    raise UpstreamError(f"the engine used transfer-encoding {value[:20]!r}")
-                framing = "chunked"
-            elif key == b"content-length" and framing != "chunked":
-                if not value.strip().isdigit():
-                    _close(sock)
-                    raise UpstreamError("the engine sent a malformed Content-Length")
-                framing, length = "length", int(value)
-        if status in (204, 304) or 100 <= status < 200:
-            framing, length = "length", 0
-        return EngineResponse(self, sock, status, headers, buffer, framing, length, keep_alive)
+        except asyncio.CancelledError:
+            connection.drop()  # the client went: the engine must see it too
+            raise
+        try:
+            status, headers, keep_alive = _parse_head(head[:-4])
+            framing, length = _framing(status, headers)
+        except UpstreamError:
+            connection.drop()
+            raise
+        return EngineResponse(self, connection, status, headers, framing, length, keep_alive)
 
 
 class _StaleConnection(Exception):
     pass
 
 
-def _parse_head(head: bytes, sock: socket.socket) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     # A status outside 100..599 is refused: it is relayed to the client and signed in receipts.
     if (len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3
             or not parts[1].isdigit() or not 100 <= int(parts[1]) <= 599):
-        _close(sock)
         raise UpstreamError(f"the engine sent a malformed status line {lines[0][:40]!r}")
     keep_alive = parts[0] == b"HTTP/1.1"
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
-            _close(sock)
             raise UpstreamError("the engine sent a malformed header line")
         name = name.strip().lower()
         value = value.strip()
@@ -305,8 +292,18 @@ def _parse_head(head: bytes, sock: socket.socket) -> tuple[int, list[tuple[bytes
     return int(parts[1]), headers, keep_alive
 
 
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
+def _framing(status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int]:
+    """How the body ends (RFC 9112 6.3): ("length", n), ("chunked", 0) or ("close", 0)."""
+    if status in (204, 304) or 100 <= status < 200:
+        return "length", 0
+    framing, length = "close", 0
+    for key, value in headers:
+        if key == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                raise UpstreamError(f"the engine used transfer-encoding {value[:20]!r}")
+            framing = "chunked"
+        elif key == b"content-length" and framing != "chunked":
+            if not value.strip().isdigit():
+                raise UpstreamError("the engine sent a malformed Content-Length")
+            framing, length = "length", int(value)
+    return framing, length

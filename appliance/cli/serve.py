@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--tee", choices=["tdx", "simulated"], help="evidence source (default tdx)")
     add("--pccs-url", metavar="URL", help="PCCS for collateral with --tee tdx (default Intel PCS)")
     add("--workers", type=int, metavar="N", help="gunicorn worker processes (default 2)")
-    add("--threads", type=int, metavar="N", help="threads per worker (default 32)")
+    add("--threads", type=int, metavar="N",
+        help="threads per worker for the routes other than inference (default 32)")
     add("--max-body-bytes", type=int, metavar="N", help="request body limit (default 4 MiB)")
     add("--upstream-idle-timeout", type=float, metavar="S",
         help="seconds without a byte from the engine before a request fails (default 600)")

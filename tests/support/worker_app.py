@@ -4,6 +4,7 @@ supervisor is exercised by tests/integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from appliance.control import ControlRequest
 from appliance.errors import Conflict
@@ -121,3 +124,74 @@ def service_settings(tmp_path: Path, engine_port: int, **overrides: Any) -> Sett
     return Settings(**(options | overrides))
 
 
+
+
+class AsgiClient:
+    """Drives an ASGI app in process (httpx's ASGI transport), synchronously, on one event loop:
+    the app's engine connections belong to the loop that opened them. Runs the app's lifespan."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._runner = asyncio.Runner()
+        self._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                       base_url="https://appliance.test")
+        self._lifespan_inbox: asyncio.Queue[dict[str, Any]] | None = None
+        self._lifespan_outbox: asyncio.Queue[dict[str, Any]] | None = None
+        self._lifespan: asyncio.Task[None] | None = None
+        started = self._runner.run(self._lifespan_step("lifespan.startup"))
+        assert started == "lifespan.startup.complete"
+
+    def request(self, method: str, url: str, **options: Any) -> httpx.Response:
+        return self._runner.run(self._http.request(method, url, **options))
+
+    def get(self, url: str, **options: Any) -> httpx.Response:
+        return self.request("GET", url, **options)
+
+    def post(self, url: str, **options: Any) -> httpx.Response:
+        return self.request("POST", url, **options)
+
+    def exchange(self, path: str, body: bytes, disconnect_after: float | None = None,
+                 ) -> tuple[list[dict[str, Any]], float]:
+        """POSTs `body` as raw ASGI, for what httpx cannot show: a response the app leaves
+        incomplete, or a client that disconnects `disconnect_after` seconds once its body is
+        sent. Returns the messages the app sent and how long it took to return."""
+        async def exchange() -> tuple[list[dict[str, Any]], float]:
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.sleep(3600 if disconnect_after is None else disconnect_after)
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "POST", "scheme": "https", "path": path, "raw_path": path.encode(),
+                     "root_path": "", "query_string": b"", "server": ("appliance.test", 443),
+                     "client": ("127.0.0.1", 50000),
+                     "headers": [(b"content-type", b"application/json")]}
+            started = time.monotonic()
+            await self._app(scope, receive, send)
+            return sent, time.monotonic() - started
+        return self._runner.run(exchange())
+
+    def close(self) -> None:
+        try:
+            stopped = self._runner.run(self._lifespan_step("lifespan.shutdown"))
+            assert stopped == "lifespan.shutdown.complete"
+            self._runner.run(self._http.aclose())
+        finally:
+            self._runner.close()
+
+    async def _lifespan_step(self, message: str) -> str:
+        if self._lifespan is None:
+            self._lifespan_inbox, self._lifespan_outbox = asyncio.Queue(), asyncio.Queue()
+            self._lifespan = asyncio.create_task(self._app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                self._lifespan_inbox.get, self._lifespan_outbox.put))
+        assert self._lifespan_inbox is not None and self._lifespan_outbox is not None
+        await self._lifespan_inbox.put({"type": message})
+        return (await asyncio.wait_for(self._lifespan_outbox.get(), 5))["type"]

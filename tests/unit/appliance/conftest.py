@@ -23,8 +23,10 @@ from ratls.profile import SubjectNames
 
 
 @pytest.fixture
-def fake_engine(tmp_path: Path):
-    engine = start_fake_engine(tmp_path, stream_delay=0.01)
+def fake_engine(tmp_path: Path, request: pytest.FixtureRequest):
+    # Faults: FAKE_VLLM_* settings, through `parametrize("fake_engine", [...], indirect=True)`.
+    faults = getattr(request, "param", {"stream_delay": 0.01})
+    engine = start_fake_engine(tmp_path, **faults)
     yield engine
     stop_engine(engine)
 
@@ -48,3 +50,8 @@ def supervisor_double(tmp_path: Path, fake_engine: FakeEngine, issuer: IdentityI
     server.start()
     yield double
     server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,7 +1,9 @@
-"""The lean engine client against a scripted raw TCP server: exact bytes, split reads, bad framing."""
+"""The asyncio engine client against a scripted raw TCP server: exact bytes, split reads, bad
+framing, timeouts, and a close() the engine sees."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -13,6 +15,8 @@ from appliance.errors import UpstreamError, UpstreamTimeout
 from appliance.upstream import EngineClient, EngineEndpoint
 
 Script = Callable[[socket.socket, bytes], None]
+
+pytestmark = pytest.mark.anyio
 
 
 class ScriptedServer:
@@ -85,27 +89,27 @@ def json_response(body: bytes, extra: bytes = b"") -> bytes:
             + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
 
 
-def test_request_bytes_are_exact_and_body_is_returned_unchanged(serve) -> None:
+async def test_request_bytes_are_exact_and_body_is_returned_unchanged(serve) -> None:
     body = b'{"model": "m", "messages": [{"role": "user", "content": "h\\u00e9"}]}  '
     answer = b'{"id":"x",  "choices":[]}\n'
     server, client = serve(lambda conn, req: conn.sendall(json_response(answer)))
-    response = client.request("POST", "/v1/chat/completions", body)
+    response = await client.request("POST", "/v1/chat/completions", body)
     assert response.status == 200
     assert response.header(b"content-type") == b"application/json"
-    assert response.read() == answer
+    assert await response.read() == answer
     assert server.requests[0].endswith(b"\r\n\r\n" + body)
     assert server.requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert b"Content-Length: %d\r\n" % len(body) in server.requests[0]
 
 
-def test_keep_alive_reuses_one_connection(serve) -> None:
+async def test_keep_alive_reuses_one_connection(serve) -> None:
     server, client = serve(lambda conn, req: conn.sendall(json_response(b"{}")))
     for _ in range(5):
-        assert client.request("POST", "/x", b"{}").read() == b"{}"
+        assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
     assert server.connections == 1
 
 
-def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve) -> None:
+async def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve) -> None:
     release = threading.Event()
 
     def script(conn: socket.socket, req: bytes) -> None:
@@ -119,14 +123,14 @@ def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve) -> No
         conn.sendall(b"wo\n\n\r\n6;ext=1\r\n[DONE]\r\n0\r\n\r\n")
 
     _, client = serve(script)
-    response = client.request("POST", "/v1/completions", b"{}")
+    response = await client.request("POST", "/v1/completions", b"{}")
     chunks = response.chunks()
-    assert next(chunks) == b"data: one\n\n"  # before the server sends the rest
+    assert await anext(chunks) == b"data: one\n\n"  # before the server sends the rest
     release.set()
-    assert b"".join(chunks) == b"data: two\n\n[DONE]"
+    assert [chunk async for chunk in chunks] == [b"data: two\n\n", b"[DONE]"]
 
 
-def test_a_closed_response_drops_the_connection_so_the_engine_sees_it(serve) -> None:
+async def test_a_closed_response_drops_the_connection_so_the_engine_sees_it(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
         while conn.recv(1):  # until the client goes away
@@ -134,22 +138,23 @@ def test_a_closed_response_drops_the_connection_so_the_engine_sees_it(serve) -> 
         raise OSError("client closed")
 
     server, client = serve(script)
-    response = client.request("POST", "/v1/completions", b"{}")
-    assert next(response.chunks()) == b"hello"
+    response = await client.request("POST", "/v1/completions", b"{}")
+    assert await anext(response.chunks()) == b"hello"
     response.close()
-    assert server.client_closed.wait(5)
+    # abort() closes the socket on the loop's next turn: wait without blocking the loop.
+    assert await asyncio.to_thread(server.client_closed.wait, 5)
 
 
-def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> None:
+async def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(json_response(b"{}", b"connection: keep-alive\r\n"))
         conn.shutdown(socket.SHUT_RDWR)  # the engine closes the idle connection afterwards
         raise OSError("closed")
 
     server, client = serve(script)
-    assert client.request("POST", "/x", b"{}").read() == b"{}"
-    time.sleep(0.1)
-    assert client.request("POST", "/x", b"{}").read() == b"{}"
+    assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
+    await asyncio.sleep(0.1)  # the engine's FIN reaches the idle connection
+    assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
     assert server.connections == 2
 
 
@@ -164,17 +169,17 @@ def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> None:
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "middle of a response"),
 ])
-def test_broken_framing_is_an_upstream_error(serve, reply: bytes, match: str) -> None:
+async def test_broken_framing_is_an_upstream_error(serve, reply: bytes, match: str) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(reply)
         conn.shutdown(socket.SHUT_WR)
 
     _, client = serve(script)
     with pytest.raises(UpstreamError, match=match):
-        client.request("POST", "/x", b"{}").read()
+        await (await client.request("POST", "/x", b"{}")).read()
 
 
-def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
+async def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
         for _ in range(4):  # 4 x 0.3 s > the 0.5 s idle timeout, but no gap reaches it
@@ -183,22 +188,22 @@ def test_idle_engine_times_out_per_read_not_per_request(serve) -> None:
         conn.sendall(b"0\r\n\r\n")
 
     _, client = serve(script)
-    assert client.request("POST", "/x", b"{}").read() == b"xxxx"
+    assert await (await client.request("POST", "/x", b"{}")).read() == b"xxxx"
 
 
-def test_silent_engine_is_a_timeout(serve) -> None:
+async def test_silent_engine_is_a_timeout(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         time.sleep(1)
 
     _, client = serve(script)
     with pytest.raises(UpstreamTimeout):
-        client.request("POST", "/x", b"{}")
+        await client.request("POST", "/x", b"{}")
 
 
-def test_nothing_listening_is_an_upstream_error() -> None:
+async def test_nothing_listening_is_an_upstream_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = EngineClient(EngineEndpoint("127.0.0.1", port))
     with pytest.raises(UpstreamError, match="cannot connect"):
-        client.request("POST", "/x", b"{}")
+        await client.request("POST", "/x", b"{}")

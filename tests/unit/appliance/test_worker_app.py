@@ -1,13 +1,16 @@
-"""The worker's Flask app, wired by `build_worker`, against the fake vLLM (a real process).
+"""The worker's ASGI app, wired by `build_worker`, against the fake vLLM (a real process).
 
-Streaming through gunicorn and TLS is covered by tests/integration; here the app's routing,
-validation, pass-through, receipts and error envelopes are checked with Flask's test client.
+Streaming through gunicorn, uvicorn and TLS is covered by tests/integration; here the app's
+routing (native inference, the rest through the WSGI bridge to Flask), validation, pass-through,
+receipts and error envelopes are checked in process with httpx's ASGI transport.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +19,7 @@ from support.worker_app import (
     DIGEST,
     LOAD_TOKEN,
     MODEL,
+    AsgiClient,
     SupervisorDouble,
     start_fake_engine,
     stop_engine,
@@ -24,35 +28,48 @@ from support.worker_app import (
 from appliance.api_server import build_worker
 from appliance.proxy import RECEIPT_HEADER
 from appliance.receipts import canonical_bytes
+from appliance.settings import Settings
+from appliance.wsgi_bridge import TLS_CONNECTION_ENVIRON, wsgi_environ
 from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
 from ratls.signing import canonical_json
 
+JSON = {"Content-Type": "application/json"}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 5}
 
 
+@contextmanager
+def worker_client(settings: Settings) -> Iterator[AsgiClient]:
+    app, _tls = build_worker(settings)
+    client = AsgiClient(app)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def client(supervisor_double: SupervisorDouble):
-    app, _tls = build_worker(supervisor_double.settings)
-    return app.test_client()
+def client(supervisor_double: SupervisorDouble) -> Iterator[AsgiClient]:
+    with worker_client(supervisor_double.settings) as client:
+        yield client
 
 
 def receipt_of(client, response) -> dict:
     receipt = client.get(f"/v1/receipts/{response.headers[RECEIPT_HEADER]}")
     assert receipt.status_code == 200
-    return receipt.get_json()
+    return receipt.json()
 
 
 def test_chat_is_passed_through_byte_for_byte_with_a_verifiable_receipt(
         client, supervisor_double: SupervisorDouble) -> None:
     # Unusual but valid JSON formatting must reach the engine unchanged (hash in the receipt).
     body = b'{ "model":"tiny",\n "messages":[{"role":"user","content":"Hello \\u00e9"}], "max_tokens":5 }'
-    response = client.post("/v1/chat/completions", data=body, content_type="application/json")
-    assert response.status_code == 200, response.data
-    assert response.get_json()["usage"]["completion_tokens"] == 5
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    assert response.status_code == 200, response.content
+    assert response.json()["usage"]["completion_tokens"] == 5
     receipt = receipt_of(client, response)
     certificate = supervisor_double.issuer.current().certificate.certificate
-    verify_receipt(receipt, body, response.data, certificate)
+    verify_receipt(receipt, body, response.content, certificate)
     assert receipt["usage"]["completion_tokens"] == 5
     assert receipt["model"] == MODEL and receipt["model_digest"] == DIGEST
     assert (receipt["status"], receipt["outcome"]) == (200, "complete")
@@ -61,10 +78,10 @@ def test_chat_is_passed_through_byte_for_byte_with_a_verifiable_receipt(
 def test_stream_is_relayed_with_usage_and_a_receipt_over_the_whole_sse_body(
         client, supervisor_double: SupervisorDouble) -> None:
     body = json.dumps(CHAT | {"stream": True, "stream_options": {"include_usage": True}}).encode()
-    response = client.post("/v1/chat/completions", data=body, content_type="application/json")
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    sse = response.get_data()
+    sse = response.content
     events = [e for e in sse.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
     assert len(events) >= 5 + 2
@@ -78,18 +95,22 @@ def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
         tmp_path, supervisor_double: SupervisorDouble) -> None:
     (tmp_path / "aborting").mkdir()
     engine = start_fake_engine(tmp_path / "aborting", abort_stream_after=2)
+    settings = supervisor_double.settings.model_copy(update={"vllm_port": engine.port})
+    body = json.dumps(CHAT | {"stream": True}).encode()
     try:
-        settings = supervisor_double.settings.model_copy(update={"vllm_port": engine.port})
-        app, _tls = build_worker(settings)
-        client = app.test_client()
-        body = json.dumps(CHAT | {"stream": True}).encode()
-        response = client.post("/v1/chat/completions", data=body, content_type="application/json")
-        sse = response.get_data()
+        with worker_client(settings) as client:
+            sent, _seconds = client.exchange("/v1/chat/completions", body)
+            start, *parts = sent
+            headers = dict(start["headers"])
+            receipt = client.get(f"/v1/receipts/{headers[b'x-receipt-id'].decode()}").json()
+            metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
     finally:
         stop_engine(engine)
-    assert response.status_code == 200
+    assert start["status"] == 200
+    # No final body message: the server ends the connection without the terminating chunk.
+    assert all(part["more_body"] for part in parts)
+    sse = b"".join(part["body"] for part in parts)
     assert sse.count(b"data: ") == 2 and b"[DONE]" not in sse
-    receipt = receipt_of(client, response)
     assert (receipt["status"], receipt["outcome"]) == (200, "engine_failed")
     certificate = supervisor_double.issuer.current().certificate.certificate
     with pytest.raises(IncompleteReceiptError) as err:
@@ -97,9 +118,8 @@ def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
     assert err.value.actual == "engine_failed"
     # The client holds every byte the appliance sent: allowed, the receipt binds them.
     verify_receipt(receipt, body, sse, certificate, allow_incomplete=True)
-    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
     assert ('appliance_streams_finished_total{outcome="engine_failed",'
-            'route="/v1/chat/completions"} 1.0') in metrics.get_data(as_text=True)
+            'route="/v1/chat/completions"} 1.0') in metrics.text
 
 
 def test_receipts_chain(client) -> None:
@@ -113,10 +133,10 @@ def test_receipts_chain(client) -> None:
 
 def test_embeddings_and_engine_errors_pass_through(client) -> None:
     response = client.post("/v1/embeddings", json={"model": MODEL, "input": ["a", "b"]})
-    assert response.status_code == 200 and len(response.get_json()["data"]) == 2
+    assert response.status_code == 200 and len(response.json()["data"]) == 2
     # The engine's own 400 (vLLM's envelope) is relayed as is, with a receipt.
     bad = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": -1})
-    assert bad.status_code == 400 and "error" in bad.get_json()
+    assert bad.status_code == 400 and "error" in bad.json()
     bad_receipt = receipt_of(client, bad)
     assert (bad_receipt["status"], bad_receipt["outcome"]) == (400, "complete")
 
@@ -131,26 +151,25 @@ def test_embeddings_and_engine_errors_pass_through(client) -> None:
     (b"", 400, "invalid_json"),
 ])
 def test_malformed_requests_get_envelopes(client, body: bytes, status: int, code: str) -> None:
-    response = client.post("/v1/chat/completions", data=body, content_type="application/json")
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
     assert response.status_code == status
-    error = response.get_json()["error"]
+    error = response.json()["error"]
     assert error["code"] == code
     assert set(error) == {"message", "type", "param", "code"}
 
 
 def test_oversize_body_is_413_before_reading(client) -> None:
-    response = client.post("/v1/chat/completions", data=b"x" * (64 * 1024 + 1),
-                           content_type="application/json")
+    response = client.post("/v1/chat/completions", content=b"x" * (64 * 1024 + 1), headers=JSON)
     assert response.status_code == 413
-    assert response.get_json()["error"]["code"] == "body_too_large"
+    assert response.json()["error"]["code"] == "body_too_large"
 
 
 def test_unknown_paths_and_methods(client) -> None:
     missing = client.get("/v1/nope")
-    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "unknown_route"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_route"
     wrong = client.get("/v1/chat/completions")
     assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
-    assert wrong.get_json()["error"]["type"] == "invalid_request_error"
+    assert wrong.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_no_model_ready_is_503_and_models_is_empty(client, supervisor_double: SupervisorDouble) -> None:
@@ -158,12 +177,12 @@ def test_no_model_ready_is_503_and_models_is_empty(client, supervisor_double: Su
     supervisor_double.publish()
     response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 503
-    assert response.get_json()["error"]["code"] == "model_not_ready"
-    assert client.get("/v1/models").get_json()["data"] == []
+    assert response.json()["error"]["code"] == "model_not_ready"
+    assert client.get("/v1/models").json()["data"] == []
 
 
 def test_models_lists_the_served_model_with_its_digest(client) -> None:
-    data = client.get("/v1/models").get_json()["data"]
+    data = client.get("/v1/models").json()["data"]
     assert data == [{"id": MODEL, "object": "model", "owned_by": "appliance", "digest": DIGEST}]
 
 
@@ -172,7 +191,7 @@ def test_engine_down_is_502(client, fake_engine) -> None:
     fake_engine.process.wait()
     response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 502
-    assert response.get_json()["error"]["type"] == "upstream_error"
+    assert response.json()["error"]["type"] == "upstream_error"
 
 
 class TestLifecycleAuth:
@@ -189,7 +208,7 @@ class TestLifecycleAuth:
         response = client.post("/v1/models/load", json={"model": MODEL, "digest": DIGEST.upper()},
                                headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
         assert response.status_code == 202
-        assert response.get_json()["proxy_status"] == "loading"
+        assert response.json()["proxy_status"] == "loading"
         assert supervisor_double.requests == [("/load", {"model": MODEL, "digest": DIGEST})]
         unload = client.post("/v1/models/unload", headers={"Authorization": f"Bearer {LOAD_TOKEN}"})
         assert unload.status_code == 202
@@ -208,32 +227,32 @@ class TestLifecycleAuth:
 
     def test_no_token_configured_closes_lifecycle_unless_insecure(self, supervisor_double) -> None:
         closed = supervisor_double.settings.model_copy(update={"load_token": None})
-        app, _ = build_worker(closed)
-        response = app.test_client().post("/v1/models/load", json={"model": MODEL},
-                                          headers={"Authorization": "Bearer anything"})
+        with worker_client(closed) as client:
+            response = client.post("/v1/models/load", json={"model": MODEL},
+                                   headers={"Authorization": "Bearer anything"})
         assert response.status_code == 403
-        assert response.get_json()["error"]["code"] == "lifecycle_closed"
+        assert response.json()["error"]["code"] == "lifecycle_closed"
         open_ = closed.model_copy(update={"insecure_open_lifecycle": True})
-        app, _ = build_worker(open_)
-        assert app.test_client().post("/v1/models/load", json={"model": MODEL}).status_code == 202
+        with worker_client(open_) as client:
+            assert client.post("/v1/models/load", json={"model": MODEL}).status_code == 202
 
     def test_status_is_public_but_the_engine_log_needs_the_token(self, client) -> None:
-        public = client.get("/v1/models/status").get_json()
+        public = client.get("/v1/models/status").json()
         assert public["proxy_status"] == "ready" and "engine_log_tail" not in public
         operator = client.get("/v1/models/status",
-                              headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).get_json()
+                              headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).json()
         assert operator["engine_log_tail"] == ["line"]
 
 
 def test_attestation_validates_the_nonce_before_the_supervisor(client, supervisor_double) -> None:
-    answer = client.get("/v1/attestation?nonce=" + "AB" * 16).get_json()
+    answer = client.get("/v1/attestation?nonce=" + "AB" * 16).json()
     assert answer["nonce"] == "ab" * 16
     # The supervisor is told which certificate the connection presented, to bind it.
     assert answer["certificate_der"] == supervisor_double.issuer.current().certificate.der.hex()
     for bad in ("", "xyz", "abc"):
         response = client.get(f"/v1/attestation?nonce={bad}")
-        assert response.status_code == 400 and response.get_json()["error"]["param"] == "nonce"
-    assert client.get("/v1/attestation/collateral").get_json() == {"bundle": "collateral"}
+        assert response.status_code == 400 and response.json()["error"]["param"] == "nonce"
+    assert client.get("/v1/attestation/collateral").json() == {"bundle": "collateral"}
 
 
 def test_unknown_receipt_is_404(client) -> None:
@@ -243,13 +262,13 @@ def test_unknown_receipt_is_404(client) -> None:
 
 def test_metrics_and_health(client) -> None:
     client.post("/v1/chat/completions", json=CHAT)
-    client.post("/v1/chat/completions", json=CHAT | {"stream": True}).get_data()
+    client.post("/v1/chat/completions", json=CHAT | {"stream": True}).content
     assert client.get("/metrics").status_code == 401
-    text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).get_data(as_text=True)
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert 'appliance_http_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
     assert 'appliance_streams_finished_total{outcome="complete",route="/v1/chat/completions"} 1.0' in text
     assert "appliance_relayed_events_total" in text
-    assert client.get("/healthz").get_json() == {"status": "ok", "model_ready": True}
+    assert client.get("/healthz").json() == {"status": "ok", "model_ready": True}
 
 
 def test_identity_rotation_is_picked_up_by_receipts(client, supervisor_double) -> None:
@@ -286,5 +305,66 @@ def test_a_connection_that_attested_another_model_gets_421(client, supervisor_do
     supervisor_double.publish()
     response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 421
-    assert response.get_json()["error"]["code"] == "certificate_superseded"
+    assert response.json()["error"]["code"] == "certificate_superseded"
     assert response.headers["Connection"] == "close"
+
+
+def test_a_client_gone_mid_stream_ends_the_engine_request(client, fake_engine) -> None:
+    body = json.dumps(CHAT | {"max_tokens": 500, "stream": True}).encode()  # 5 s of events
+    sent, seconds = client.exchange("/v1/chat/completions", body, disconnect_after=0.3)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert 1 < len(sent) < 100 and seconds < 2
+    receipt_id = dict(sent[0]["headers"])[b"x-receipt-id"].decode()
+    receipt = client.get(f"/v1/receipts/{receipt_id}").json()
+    assert (receipt["status"], receipt["outcome"]) == (200, "client_disconnected")
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
+    assert ('appliance_streams_finished_total{outcome="client_disconnected",'
+            'route="/v1/chat/completions"} 1.0') in metrics
+    deadline = time.monotonic() + 5
+    while "client disconnected mid-stream" not in fake_engine.output():
+        assert time.monotonic() < deadline, "the engine never saw the request end"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fake_engine", [{"response_delay": 5}], indirect=True)
+def test_a_client_gone_before_the_engine_answers_ends_the_request(client) -> None:
+    sent, seconds = client.exchange("/v1/chat/completions", json.dumps(CHAT).encode(),
+                                    disconnect_after=0.3)
+    assert sent == [] and seconds < 2  # not the engine's 5 s: the request was dropped
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
+    assert "appliance_receipts_total 0.0" in metrics
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models/load"])
+def test_a_chunked_body_is_stopped_at_the_limit(client, path: str) -> None:
+    sent = []
+
+    async def body():  # no Content-Length: chunked, 40 KiB at a time, 160 KiB in all
+        for _ in range(4):
+            sent.append(1)
+            yield b"x" * 40 * 1024
+
+    response = client.post(path, content=body(), headers=JSON | {"Authorization": f"Bearer {LOAD_TOKEN}"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert response.headers["Connection"] == "close"
+    assert len(sent) == 2  # refused once past the 64 KiB limit, not after reading it all
+
+
+def test_the_wsgi_environ_of_a_request() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/v1/caf\u00e9", "query_string": b"a=1&b=%20",
+             "root_path": "", "http_version": "1.1", "scheme": "https",
+             "server": ("appliance.test", 8443), "client": ("127.0.0.1", 50000),
+             "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),
+                         (b"x-tag", b"a"), (b"x-tag", b"b"), (b"x_tag", b"smuggled"),
+                         (b"authorization", b"Bearer t")]}
+    environ = wsgi_environ(scope, b'{"a": 1}')
+    assert environ["PATH_INFO"] == "/v1/caf\u00e9".encode().decode("latin-1")
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["CONTENT_LENGTH"] == "8" and environ["wsgi.input"].read() == b'{"a": 1}'
+    assert environ["CONTENT_TYPE"] == "application/json"
+    assert "HTTP_TRANSFER_ENCODING" not in environ  # the body was de-chunked and read in full
+    assert environ["HTTP_X_TAG"] == "a,b"  # the underscore spelling is dropped, not merged
+    assert environ["HTTP_AUTHORIZATION"] == "Bearer t"
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("appliance.test", "8443")
+    assert TLS_CONNECTION_ENVIRON not in environ  # no TLS in this scope
