@@ -196,7 +196,11 @@ class EngineClient:
             # on a fresh connection cannot duplicate the request.
             if not reused:
                 raise UpstreamError("the engine closed a new connection without answering") from None
+        try:
             return await self._exchange(await self._connect(), message)
+        except _StaleConnection:
+            # The engine went away between the two attempts (e.g. it was just killed).
+            raise UpstreamError("the engine closed a new connection without answering") from None
 
     def release(self, connection: _Connection) -> None:
         if len(self._idle) < _MAX_IDLE_CONNECTIONS:

@@ -158,6 +158,25 @@ async def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> N
     assert server.connections == 2
 
 
+async def test_engine_gone_on_the_retry_too_is_an_upstream_error(serve) -> None:
+    # The engine dies after one answer: the kept-alive connection and the fresh one both close
+    # without answering (a killed engine). A clean UpstreamError (502), never an internal error.
+    answered = []
+
+    def script(conn: socket.socket, req: bytes) -> None:
+        if not answered:
+            answered.append(req)
+            conn.sendall(json_response(b"{}", b"connection: keep-alive\r\n"))
+            return
+        raise OSError("engine gone")  # closes without a byte
+
+    server, client = serve(script)
+    assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
+    with pytest.raises(UpstreamError, match="closed a new connection without answering"):
+        await client.request("POST", "/x", b"{}")
+    assert server.connections == 2
+
+
 @pytest.mark.parametrize("reply, match", [
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX", "not followed by CRLF"),
