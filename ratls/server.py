@@ -42,7 +42,8 @@ def build_server_context(identity: Identity) -> IdentityContext:
 
 def presented_identity(connection: ssl.SSLSocket | ssl.SSLObject) -> Identity:
     """The identity a server connection presented in its handshake (under rotation, the one
-    `/v1/attestation` must bind). Under gunicorn, the connection is `environ["gunicorn.socket"]`.
+    `/v1/attestation` must bind): `environ["gunicorn.socket"]` under gunicorn's sync and gthread
+    workers, `transport.get_extra_info("ssl_object")` under asyncio (the appliance's workers).
     """
     context = connection.context
     if not isinstance(context, IdentityContext):
