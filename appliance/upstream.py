@@ -22,6 +22,7 @@ from appliance.errors import UpstreamError, UpstreamTimeout
 _READ_SIZE = 65536
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE = 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _MAX_IDLE_CONNECTIONS = 256
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
@@ -150,10 +151,10 @@ class EngineResponse:
             if len(line) > _MAX_CHUNK_LINE:
                 raise self._protocol_error("chunk size line too long")
             size_text = line[:-2].split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise self._protocol_error(f"bad chunk size {size_text[:20]!r}") from None
+            # 1*HEXDIG only: int(_, 16) would also take "0x10", "1_0" and "-1".
+            if not size_text or size_text.strip(_HEX_DIGITS):
+                raise self._protocol_error(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 while await self._read(self._reader().readuntil(b"\r\n")) != b"\r\n":
                     pass  # trailer fields: not relayed

@@ -130,6 +130,18 @@ async def test_chunked_body_is_yielded_as_it_arrives_with_framing_removed(serve)
     assert [chunk async for chunk in chunks] == [b"data: two\n\n", b"[DONE]"]
 
 
+async def test_chunks_in_one_segment_and_trailers_then_the_connection_is_reused(serve) -> None:
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"1\r\na\r\n2\r\nbc\r\n3\r\ndef\r\n0\r\nx-trailer: 1\r\n\r\n")
+
+    server, client = serve(script)
+    for _ in range(2):
+        response = await client.request("POST", "/x", b"{}")
+        assert [chunk async for chunk in response.chunks()] == [b"a", b"bc", b"def"]
+    assert server.connections == 1
+
+
 async def test_a_closed_response_drops_the_connection_so_the_engine_sees_it(serve) -> None:
     def script(conn: socket.socket, req: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -179,6 +191,9 @@ async def test_engine_gone_on_the_retry_too_is_an_upstream_error(serve) -> None:
 
 @pytest.mark.parametrize("reply, match", [
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0x2\r\nab\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1_0\r\nab\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-2\r\nab\r\n", "bad chunk size"),
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX", "not followed by CRLF"),
     (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", "transfer-encoding"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "Content-Length"),
