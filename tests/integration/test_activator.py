@@ -119,6 +119,9 @@ def world(tmp_path: Path) -> Iterator[World]:
     runner = FakeRunner()
     service = ActivatorService(settings, DmVerityActivator(run=runner))
     server = ActivatorServer(settings, service)
+    # Start-up reconciliation: nothing of ours is mounted here; the fake dmsetup lists nothing.
+    assert runner.calls == [["dmsetup", "ls", "--target", "verity"]]
+    runner.calls.clear()
     thread = threading.Thread(target=server.serve_forever, name="activator", daemon=True)
     thread.start()
     try:
