@@ -70,7 +70,9 @@ class MountEntry:
 
 def parse_mountinfo(raw: bytes) -> list[MountEntry]:
     """Every line, strictly: a table we cannot read is no basis for tearing anything down."""
-    return [_parse_mount_line(line, number) for number, line in enumerate(raw.splitlines(), 1)]
+    # Only "\n" ends a line: the kernel leaves "\r" and other controls in paths unescaped.
+    lines = raw.removesuffix(b"\n").split(b"\n") if raw else []
+    return [_parse_mount_line(line, number) for number, line in enumerate(lines, 1)]
 
 
 def _parse_mount_line(line: bytes, number: int) -> MountEntry:
