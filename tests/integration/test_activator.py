@@ -386,10 +386,10 @@ def test_a_mount_table_that_does_not_parse_stops_the_start_before_any_command(
 ) -> None:
     settings = activator_settings(tmp_path)
     runner = FakeRunner()
-    broken = mountinfo(b"40 1 253:40 / /x ro master:1 squashfs /dev/mapper/x ro\n".decode())
-    with pytest.raises(MountTableError, match="line 4") as caught:
-        with serving(tmp_path, settings, runner, read_mount_table=lambda: broken):
-            pass
+    broken = mountinfo("40 1 253:40 / /x ro master:1 squashfs /dev/mapper/x ro\n")  # no "-"
+    serve = serving(tmp_path, settings, runner, read_mount_table=lambda: broken)
+    with pytest.raises(MountTableError, match="line 4") as caught, serve:
+        pass
     assert caught.value.check == "mountinfo"
     assert runner.calls == []
     assert not settings.socket_path.exists()

@@ -17,7 +17,9 @@ _PATH_CHARS = st.characters(blacklist_characters="\x00/", blacklist_categories=(
 paths = st.lists(st.text(_PATH_CHARS, min_size=1, max_size=12), min_size=1, max_size=4).map(
     lambda parts: "/" + "/".join(parts)
 )
-sources = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1)
+sources = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1
+)
 
 
 @given(st.lists(st.tuples(paths, sources), min_size=1, max_size=5))

@@ -20,8 +20,8 @@ class FakeRunner:
 
     def __call__(self, argv: Sequence[str]) -> CommandResult:
         self.calls.append(list(argv))
-        if self.fail and " ".join(argv).startswith(self.fail):
-            return CommandResult(1, "", f"{self.fail}: simulated failure")
         line = " ".join(argv)
+        if self.fail and line.startswith(self.fail):
+            return CommandResult(1, "", f"{self.fail}: simulated failure")
         printed = [out for prefix, out in self.stdout.items() if line.startswith(prefix)]
         return CommandResult(0, "".join(printed), "")
