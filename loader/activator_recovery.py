@@ -43,7 +43,7 @@ _DEVICE_NAME = re.compile(r"appliance-model-(?P<model>.+)-(?P<digest_prefix>[0-9
 # `dmsetup ls`: "<name>\t(<major>:<minor>)"; older releases print "(<major>, <minor>)".
 _DMSETUP_LS_LINE = re.compile(r"(?P<name>[^\t]+)\t\(\d+(?::|, )\d+\)")
 _NO_DEVICES = "No devices found"
-_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+_OCTAL_ESCAPE = re.compile(rb"\\([0-3][0-7]{2})")  # one byte: \000 to \377
 
 MountTableReader = Callable[[], bytes]
 
@@ -107,7 +107,7 @@ def _parse_mount_line(line: bytes, number: int) -> MountEntry:
 
 
 def _unescape(field: bytes) -> str:
-    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda match: bytes([int(match[1], 8) & 0xFF]), field))
+    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda match: bytes([int(match[1], 8)]), field))
 
 
 def parse_device_name(device: str) -> tuple[str, str] | None:
