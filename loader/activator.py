@@ -16,7 +16,11 @@ It trusts nothing from its client but a model name and the digest the client exp
        device with every parameter pinned and mounts it ro,nodev,nosuid,noexec under mount_dir.
 
 Activating an active (name, digest) again returns the same path: a restarted appliance restores
-its last model without a second mapping. Deactivating one that is not active is an error.
+its last model without a second mapping. Deactivating one that is neither active nor stale is an
+error. A teardown that fails keeps the mapping as stale, with its error in `status`, and is
+retried by a later deactivate, an activation of the same model, or the stop. At start-up, before
+serving, it tears down what a crashed run left (`loader.activator_recovery` says why it does not
+adopt it).
 
 On stop (SIGTERM) everything still active is deactivated. Under systemd the appliance unit
 Requires= and is ordered After= this one, so it (and the engine it owns) has stopped before this
@@ -43,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loader.activation import DmVerityActivator
+from loader.activation import DmVerityActivator, device_name
 from loader.activator_protocol import (
     MAX_REQUEST_BYTES,
     ActivatorRequest,
@@ -52,13 +56,26 @@ from loader.activator_protocol import (
     parse_request,
     read_line,
 )
+from loader.activator_recovery import (
+    MAPPER_DIR,
+    Mapping,
+    MountTableReader,
+    find_leftovers,
+    list_verity_devices,
+    parse_device_name,
+    parse_mountinfo,
+    read_mountinfo,
+    tear_down,
+)
 from loader.errors import (
+    ActivationError,
     ActivatorError,
     ActivatorPeerError,
     ActivatorProtocolError,
     ExpectedDigestMismatchError,
     LoaderError,
     ModelNotActiveError,
+    StaleMappingError,
     VerityIOError,
 )
 from loader.images import VerifiedModel, load_record, resolve_model_image
@@ -87,14 +104,55 @@ class ActivatorSettings:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
 
 
-class ActivatorService:
-    """The activation table and its operations, one at a time; no socket (see ActivatorServer)."""
+@dataclass(frozen=True)
+class StaleMapping:
+    """A mapping whose teardown failed: what is left of it, and the last error."""
 
-    def __init__(self, settings: ActivatorSettings, activator: DmVerityActivator) -> None:
+    mapping: Mapping
+    error: str
+    path: Path  # what a deactivate answers: the mount point, or the device node if none is known
+
+
+class ActivatorService:
+    """The activation table and its operations, one at a time; no socket (see ActivatorServer).
+
+    Two tables: what is active, and what is STALE, keyed by (model, digest[:16]) as the device
+    name is: leftovers of an earlier run and failed deactivations (loader.activator_recovery).
+    """
+
+    def __init__(
+        self,
+        settings: ActivatorSettings,
+        activator: DmVerityActivator,
+        *,
+        read_mount_table: MountTableReader = read_mountinfo,
+        dmsetup: str = "dmsetup",
+    ) -> None:
         self._settings = settings
         self._activator = activator
+        self._read_mount_table = read_mount_table
+        self._dmsetup = dmsetup
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], VerifiedModel] = {}
+        self._stale: dict[tuple[str, str], StaleMapping] = {}
+
+    def reconcile(self) -> None:
+        """At start-up, before serving: tear down every leftover of an earlier run."""
+        with self._lock:
+            mounts = parse_mountinfo(self._read_mount_table())
+            try:
+                devices = list_verity_devices(self._activator.run, self._dmsetup)
+            except ActivationError as error:
+                # No device-mapper (dev/CI kernels) fails here too. Serving anyway is safe: a
+                # device left over would only make the activation of its model fail at open.
+                logger.error("cannot list verity devices, only mounts are reconciled: %s", error)
+                devices = []
+            for mapping in find_leftovers(mounts, devices, self._settings.mount_dir.resolve()):
+                key = parse_device_name(mapping.device)
+                assert key is not None  # find_leftovers keeps only names the activator makes
+                logger.warning("tearing down %s, left by an earlier run", mapping.device)
+                path = mapping.mount_points[0] if mapping.mount_points else _node(mapping)
+                self._tear_down(key, mapping, path)
 
     def activate(self, model: str, digest: str) -> VerifiedModel:
         with self._lock:
@@ -114,6 +172,7 @@ class ActivatorService:
                 active = self._active.get((model, record.digest))
                 if active is not None:
                     return active
+                self._retry_stale(model, record.digest)
                 # 5. Sizes and superblock, pinned open, read-only mount.
                 verified = self._activator.activate(image, record, settings.mount_dir)
             except OSError as error:
@@ -123,22 +182,34 @@ class ActivatorService:
             self._active[(model, record.digest)] = verified
             return verified
 
-    def deactivate(self, model: str, digest: str) -> VerifiedModel:
+    def deactivate(self, model: str, digest: str) -> Path:
+        """Tear down an active or stale (model, digest); return its mount point (or device)."""
         check_model_name(model)
         with self._lock:
-            # Out of the table even if the teardown fails: a release runs once (VerifiedModel),
-            # so a retry could not do more; the error is reported and the operator takes over.
+            key = (model, digest[:16])
             verified = self._active.pop((model, digest), None)
-            if verified is None:
+            if verified is not None:
+                mapping = Mapping(device_name(verified.record), (verified.path,))
+                path = verified.path
+            elif key in self._stale:
+                mapping, path = self._stale[key].mapping, self._stale[key].path
+            else:
                 raise ModelNotActiveError(
                     f"model {model} with digest {digest} is not active", check="active"
                 )
-            verified.close()
-            return verified
+            # Kept as stale if it fails, so that a later deactivate (or the stop) retries.
+            error = self._tear_down(key, mapping, path)
+            if error is not None:
+                raise error
+            return path
 
     def active(self) -> list[VerifiedModel]:
         with self._lock:
             return list(self._active.values())
+
+    def stale(self) -> list[StaleMapping]:
+        with self._lock:
+            return list(self._stale.values())
 
     def deactivate_all(self) -> None:
         """Stop-time cleanup (module docstring); failures are logged, the rest still runs."""
@@ -147,14 +218,46 @@ class ActivatorService:
                 self.deactivate(verified.record.name, verified.digest)
             except LoaderError as error:
                 logger.error("could not deactivate %s at stop: %s", verified.record.name, error)
+        with self._lock:
+            for key, stale in list(self._stale.items()):
+                self._tear_down(key, stale.mapping, stale.path)
 
     def handle(self, request: ActivatorRequest) -> dict[str, Any]:
         if request.op == "status":
-            return {"active": [_describe(verified) for verified in self.active()]}
+            return {
+                "active": [_describe(verified) for verified in self.active()],
+                "stale": [_describe_stale(stale) for stale in self.stale()],
+            }
         assert request.model is not None and request.digest is not None  # the request validates
         if request.op == "activate":
             return _describe(self.activate(request.model, request.digest))
-        return _describe(self.deactivate(request.model, request.digest))
+        path = self.deactivate(request.model, request.digest)
+        return {"model": request.model, "digest": request.digest, "path": str(path)}
+
+    def _retry_stale(self, model: str, digest: str) -> None:
+        """Before an activation: a stale mapping holds the device name until it is torn down."""
+        key = (model, digest[:16])
+        stale = self._stale.get(key)
+        if stale is None or self._tear_down(key, stale.mapping, stale.path) is None:
+            return
+        stale = self._stale[key]
+        raise StaleMappingError(
+            f"model {model} with digest {digest} still has a mapping that could not be torn"
+            f" down; stop its readers, then activate again. Last error: {stale.error}",
+            check="stale mapping",
+            actual=" ".join([stale.mapping.device, *map(str, stale.mapping.mount_points)]),
+        )
+
+    def _tear_down(self, key: tuple[str, str], mapping: Mapping, path: Path) -> LoaderError | None:
+        """One attempt (caller holds the lock): gone from the stale table, or kept with its error."""
+        remaining, error = tear_down(self._activator, mapping)
+        if error is None:
+            self._stale.pop(key, None)
+            logger.info("tore down %s", mapping.device)
+            return None
+        self._stale[key] = StaleMapping(remaining, str(error), path)
+        logger.error("could not tear down %s, kept as stale: %s", mapping.device, error)
+        return error
 
 
 class ActivatorServer:
@@ -170,6 +273,7 @@ class ActivatorServer:
         self._stopping = threading.Event()
         gid = _group_id(settings.group)
         prepare_mount_dir(settings.mount_dir)
+        service.reconcile()  # before anyone can ask for an activation
         path = settings.socket_path
         if path.is_socket():
             path.unlink()  # left by a previous run
@@ -291,3 +395,12 @@ def _what(request: ActivatorRequest) -> str:
 
 def _describe(verified: VerifiedModel) -> dict[str, Any]:
     return {"model": verified.record.name, "digest": verified.digest, "path": str(verified.path)}
+
+
+def _describe_stale(stale: StaleMapping) -> dict[str, Any]:
+    points = [str(point) for point in stale.mapping.mount_points]
+    return {"device": stale.mapping.device, "mount_points": points, "error": stale.error}
+
+
+def _node(mapping: Mapping) -> Path:
+    return Path(MAPPER_DIR) / mapping.device

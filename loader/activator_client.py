@@ -20,6 +20,7 @@ from loader.activator_protocol import (
     ActivatorRequest,
     ActivatorStatus,
     ActiveModel,
+    StaleModel,
     encode,
     parse_answer,
     parse_result,
@@ -66,8 +67,14 @@ class ActivatorClient:
         self._active_model("deactivate", model, digest)
 
     def status(self) -> list[ActiveModel]:
-        result = self._call(ActivatorRequest(op="status"))
-        return parse_result(ActivatorStatus, result).active
+        return self._status().active
+
+    def stale(self) -> list[StaleModel]:
+        """Mappings whose teardown failed (busy leftovers, failed deactivations), with the error."""
+        return self._status().stale
+
+    def _status(self) -> ActivatorStatus:
+        return parse_result(ActivatorStatus, self._call(ActivatorRequest(op="status")))
 
     def _active_model(
         self, op: Literal["activate", "deactivate"], model: str, digest: str

@@ -5,7 +5,8 @@
     -> {"op": "deactivate", "model": NAME, "digest": HEX}\\n
     <- {"ok": true, "result": {"model": NAME, "digest": HEX, "path": MOUNT_POINT}}\\n
     -> {"op": "status"}\\n
-    <- {"ok": true, "result": {"active": [{"model": ..., "digest": ..., "path": ...}, ...]}}\\n
+    <- {"ok": true, "result": {"active": [{"model": ..., "digest": ..., "path": ...}, ...],
+                               "stale": [{"device": ..., "mount_points": [...], "error": ...}]}}\\n
     <- {"ok": false, "error": {"type": "RecordError", "message": ..., "check": ..., ...}}\\n
 
 Strict on both sides: bounded lines, no unknown keys, no type coercion, lower-case hex digests.
@@ -34,6 +35,7 @@ from loader.errors import (
     ModelNotFoundError,
     ParameterMismatchError,
     RecordError,
+    StaleMappingError,
     SuperblockError,
     VerityIOError,
     VerityParamsError,
@@ -51,7 +53,8 @@ _REMOTE_ERRORS: dict[str, type[LoaderError]] = {
     for cls in (
         ActivationError, ActivatorError, ActivatorPeerError, ActivatorProtocolError,
         ExpectedDigestMismatchError, ModelNameError, ModelNotActiveError, ModelNotFoundError,
-        ParameterMismatchError, RecordError, SuperblockError, VerityIOError, VerityParamsError,
+        ParameterMismatchError, RecordError, StaleMappingError, SuperblockError, VerityIOError,
+        VerityParamsError,
     )
 }  # fmt: skip
 
@@ -90,8 +93,17 @@ class ActiveModel(_Strict):
         return self
 
 
+class StaleModel(_Strict):
+    """A mapping that could not be torn down (loader.activator_recovery), with the last error."""
+
+    device: str = Field(max_length=128)
+    mount_points: list[str]
+    error: str = Field(max_length=4096)
+
+
 class ActivatorStatus(_Strict):
     active: list[ActiveModel]
+    stale: list[StaleModel] = []
 
 
 class ErrorDocument(_Strict):

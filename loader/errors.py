@@ -22,7 +22,9 @@ and, where there is one, the expected and the actual value:
     │   ├── ActivatorUnavailableError  no answer on its socket: not running, timed out, cut off
     │   ├── ActivatorProtocolError     a request or answer that is malformed or too large
     │   ├── ActivatorPeerError         a peer whose uid the activator does not serve
-    │   └── ModelNotActiveError        a deactivate naming no active (model, digest)
+    │   ├── ModelNotActiveError        a deactivate naming no active (model, digest)
+    │   ├── StaleMappingError          a mapping of that model could not be torn down (busy)
+    │   └── MountTableError            /proc/self/mountinfo that does not parse
     ├── ExpectedDigestMismatchError  the digest a load request names is not the record's
     ├── LifecycleError
     │   ├── LifecycleConflictError   another load or unload is running (HTTP 409)
@@ -161,6 +163,18 @@ class ActivatorPeerError(ActivatorError):
 
 class ModelNotActiveError(ActivatorError):
     """A deactivate names a (model, digest) that the activator has not activated."""
+
+
+class StaleMappingError(ActivatorError):
+    """An activation whose device name is still held by a mapping that could not be torn down.
+
+    Left by an earlier activator run or a failed deactivation, and usually busy (a reader still
+    has files open); `actual` names the device and its mount points.
+    """
+
+
+class MountTableError(ActivatorError):
+    """A /proc/self/mountinfo line without the fields of proc(5): no basis for a teardown."""
 
 
 class ExpectedDigestMismatchError(LoaderError):

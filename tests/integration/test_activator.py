@@ -24,16 +24,19 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support.commands import FakeRunner
 from support.engines import fake_engine
+from support.mountinfo import mountinfo, mountinfo_line
 
 from loader.activation import DmVerityActivator
 from loader.activator import ActivatorServer, ActivatorService, ActivatorSettings
 from loader.activator_client import ActivatorClient
+from loader.activator_recovery import MountTableReader, read_mountinfo
 from loader.errors import (
     ActivationError,
     ActivatorPeerError,
@@ -41,8 +44,10 @@ from loader.errors import (
     ExpectedDigestMismatchError,
     ModelNameError,
     ModelNotActiveError,
+    MountTableError,
     ParameterMismatchError,
     RecordError,
+    StaleMappingError,
 )
 from loader.images import ModelImage, Progress, VerifiedModel, load_record
 from loader.lifecycle import Lifecycle
@@ -63,10 +68,7 @@ class World:
     service: ActivatorService
 
     def pack(self, name: str) -> TrustedRecord:
-        source = Path(tempfile.mkdtemp(dir=self.root, prefix=f"source-{name}-"))
-        (source / "config.json").write_text(json.dumps({"model_type": "fake", "name": name}))
-        (source / "model.safetensors").write_bytes(os.urandom(64 * 1024))
-        return pack_model(source, name, self.settings.models_dir, self.settings.roothash_dir).record
+        return pack(self.root, self.settings, name)
 
     def client(self) -> ActivatorClient:
         return ActivatorClient(self.settings.socket_path, timeout=WAIT)
@@ -101,8 +103,7 @@ class World:
             return json.loads(sock.makefile("rb").readline())
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def activator_settings(tmp_path: Path) -> ActivatorSettings:
     # The socket's directory must be reachable by `nobody` for the peer test; tmp_path is not.
     socket_dir = Path(tempfile.mkdtemp(prefix="activator-"))
     os.chmod(socket_dir, 0o755)
@@ -116,19 +117,52 @@ def world(tmp_path: Path) -> Iterator[World]:
     )
     settings.models_dir.mkdir()
     settings.roothash_dir.mkdir()
-    runner = FakeRunner()
-    service = ActivatorService(settings, DmVerityActivator(run=runner))
-    server = ActivatorServer(settings, service)
+    return settings
+
+
+def pack(root: Path, settings: ActivatorSettings, name: str) -> TrustedRecord:
+    source = Path(tempfile.mkdtemp(dir=root, prefix=f"source-{name}-"))
+    (source / "config.json").write_text(json.dumps({"model_type": "fake", "name": name}))
+    (source / "model.safetensors").write_bytes(os.urandom(64 * 1024))
+    return pack_model(source, name, settings.models_dir, settings.roothash_dir).record
+
+
+@contextmanager
+def serving(
+    root: Path,
+    settings: ActivatorSettings,
+    runner: FakeRunner,
+    read_mount_table: MountTableReader = read_mountinfo,
+) -> Iterator[World]:
+    """The activator on its socket in a thread, started (and reconciled) as the command does."""
+    service = ActivatorService(
+        settings, DmVerityActivator(run=runner), read_mount_table=read_mount_table
+    )
+    try:
+        server = ActivatorServer(settings, service)
+    except BaseException:
+        shutil.rmtree(settings.socket_path.parent, ignore_errors=True)
+        raise
     thread = threading.Thread(target=server.serve_forever, name="activator", daemon=True)
     thread.start()
     try:
-        yield World(tmp_path, settings, runner, service)
+        yield World(root, settings, runner, service)
     finally:
         server.stop()
         thread.join(WAIT)
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        shutil.rmtree(settings.socket_path.parent, ignore_errors=True)
     assert not thread.is_alive()
     assert not settings.socket_path.exists()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    runner = FakeRunner()
+    with serving(tmp_path, activator_settings(tmp_path), runner) as started:
+        # Start-up reconciliation: nothing of ours is mounted here, the fake dmsetup lists nothing.
+        assert runner.calls == [["dmsetup", "ls", "--target", "verity"]]
+        runner.calls.clear()
+        yield started
 
 
 def activate(
@@ -225,6 +259,180 @@ def test_stop_deactivates_what_is_still_active(world: World) -> None:
         ["veritysetup", "close", device(record)],
     ]
     assert world.client().status() == []
+
+
+# -- recovery: leftovers of a crashed run, failed teardowns ---------------------------------------
+
+
+@dataclass
+class Leftovers:
+    """What a crashed activator left: `tiny` mounted under the mount dir, `other` only mapped."""
+
+    settings: ActivatorSettings
+    tiny: TrustedRecord
+    other: TrustedRecord
+    tiny_mount: Path
+    table: bytes
+    listing: str
+
+
+@pytest.fixture
+def leftovers(tmp_path: Path) -> Leftovers:
+    settings = activator_settings(tmp_path)
+    tiny, other = pack(tmp_path, settings, "tiny"), pack(tmp_path, settings, "other")
+    mount_dir = settings.mount_dir.resolve()
+    tiny_mount = mount_dir / "tiny.k3x9"
+    tiny_mount.mkdir(parents=True)
+    table = mountinfo(
+        mountinfo_line(40, str(tiny_mount), f"/dev/mapper/{device(tiny)}"),
+        # Never touched: ours but outside the mount dir or nested in it; not ours under it.
+        mountinfo_line(41, "/mnt/copy of tiny", f"/dev/mapper/{device(tiny)}"),
+        mountinfo_line(42, str(mount_dir / "x" / "y"), f"/dev/mapper/{device(other)}"),
+        mountinfo_line(43, str(mount_dir / "scratch"), "/dev/vdb", fstype="ext4"),
+        mountinfo_line(44, str(mount_dir / "odd.1"), "/dev/mapper/appliance-model-odd"),
+    )
+    listing = "".join(
+        f"{name}\t(253:{minor})\n"
+        for minor, name in enumerate(
+            [device(other), "vg-root", device(tiny), "appliance-model-odd", "appliance-model-x-Y"]
+        )
+    )
+    return Leftovers(settings, tiny, other, tiny_mount, table, listing)
+
+
+def serve_leftovers(
+    tmp_path: Path, left: Leftovers, runner: FakeRunner
+) -> AbstractContextManager[World]:
+    runner.stdout["dmsetup ls"] = left.listing
+    return serving(tmp_path, left.settings, runner, read_mount_table=lambda: left.table)
+
+
+def test_leftovers_of_a_crashed_run_are_torn_down_at_start_and_nothing_else(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    runner = FakeRunner()
+    with serve_leftovers(tmp_path, leftovers, runner) as world:
+        assert runner.calls == [
+            ["dmsetup", "ls", "--target", "verity"],
+            ["veritysetup", "close", device(leftovers.other)],
+            ["umount", str(leftovers.tiny_mount)],
+            ["veritysetup", "close", device(leftovers.tiny)],
+        ]
+        assert not leftovers.tiny_mount.exists()
+        client = world.client()
+        assert (client.status(), client.stale()) == ([], [])
+        # The device name is free again: the model is mapped afresh, with pinned parameters.
+        verified = world.activate(leftovers.tiny)
+        assert [call[:2] for call in runner.calls[4:]] == [["veritysetup", "open"], ["mount", "-t"]]
+        verified.close()
+
+
+def test_a_busy_leftover_is_listed_and_refuses_activation_of_its_model_until_torn_down(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    runner = FakeRunner(fail="umount")  # EBUSY: an engine still reads the model
+    with serve_leftovers(tmp_path, leftovers, runner) as world:
+        client = world.client()
+        [stale] = client.stale()
+        assert (stale.device, stale.mount_points) == (
+            device(leftovers.tiny),
+            [str(leftovers.tiny_mount)],
+        )
+        assert "umount failed with exit status 1: umount: simulated failure" in stale.error
+        assert client.status() == []
+        start = len(runner.calls)
+
+        with pytest.raises(StaleMappingError, match="could not be torn down") as caught:
+            world.activate(leftovers.tiny)
+        assert caught.value.check == "stale mapping"
+        assert caught.value.actual == f"{device(leftovers.tiny)} {leftovers.tiny_mount}"
+        assert runner.calls[start:] == [["umount", str(leftovers.tiny_mount)]]  # retried, no open
+
+        world.activate(leftovers.other)  # another model is not held up
+
+        runner.fail = None  # the engine stopped: the next activation tears down, then maps
+        world.activate(leftovers.tiny)
+        assert [call[:2] for call in runner.calls[start + 3 :]] == [
+            ["umount", str(leftovers.tiny_mount)],
+            ["veritysetup", "close"],
+            ["veritysetup", "open"],
+            ["mount", "-t"],
+        ]
+        assert client.stale() == [] and len(client.status()) == 2
+
+
+def test_a_busy_leftover_is_torn_down_by_a_later_deactivate(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    runner = FakeRunner(fail="umount")
+    with serve_leftovers(tmp_path, leftovers, runner) as world:
+        client = world.client()
+        with pytest.raises(ActivationError, match="umount failed"):
+            client.deactivate("tiny", leftovers.tiny.digest)
+        assert len(client.stale()) == 1
+        runner.fail = None
+        client.deactivate("tiny", leftovers.tiny.digest)
+        assert runner.calls[-2:] == [
+            ["umount", str(leftovers.tiny_mount)],
+            ["veritysetup", "close", device(leftovers.tiny)],
+        ]
+        assert client.stale() == []
+        with pytest.raises(ModelNotActiveError):
+            client.deactivate("tiny", leftovers.tiny.digest)
+
+
+def test_a_mount_table_that_does_not_parse_stops_the_start_before_any_command(
+    tmp_path: Path,
+) -> None:
+    settings = activator_settings(tmp_path)
+    runner = FakeRunner()
+    broken = mountinfo("40 1 253:40 / /x ro master:1 squashfs /dev/mapper/x ro\n")  # no "-"
+    serve = serving(tmp_path, settings, runner, read_mount_table=lambda: broken)
+    with pytest.raises(MountTableError, match="line 4") as caught, serve:
+        pass
+    assert caught.value.check == "mountinfo"
+    assert runner.calls == []
+    assert not settings.socket_path.exists()
+
+
+def test_a_failed_deactivation_stays_listed_and_a_later_deactivate_retries_only_what_is_left(
+    world: World,
+) -> None:
+    record = world.pack("tiny")
+    verified = world.activate(record)
+    world.runner.fail = "veritysetup close"
+    with pytest.raises(ActivationError, match="veritysetup close failed") as caught:
+        verified.close()
+    assert caught.value.check == "veritysetup close"
+    client = world.client()
+    assert client.status() == []
+    [stale] = client.stale()
+    assert (stale.device, stale.mount_points) == (device(record), [])  # unmounted already
+    assert "simulated failure" in stale.error
+
+    world.runner.fail = None
+    client.deactivate("tiny", record.digest)
+    assert world.runner.calls[-2:] == [
+        ["veritysetup", "close", device(record)],
+        ["veritysetup", "close", device(record)],
+    ]
+    assert ["umount", str(verified.path)] not in world.runner.calls[3:]
+    assert client.stale() == []
+
+
+def test_stop_retries_a_failed_deactivation(world: World) -> None:
+    record = world.pack("tiny")
+    verified = world.activate(record)
+    world.runner.fail = "umount"
+    with pytest.raises(ActivationError, match="umount failed"):
+        verified.close()
+    world.runner.fail = None
+    world.service.deactivate_all()
+    assert world.runner.calls[-2:] == [
+        ["umount", str(verified.path)],
+        ["veritysetup", "close", device(record)],
+    ]
+    assert world.client().stale() == []
 
 
 # -- refusals: nothing runs ---------------------------------------------------------------------

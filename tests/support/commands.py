@@ -8,14 +8,20 @@ from loader.activation import CommandResult
 
 
 class FakeRunner:
-    """Records every command; the one starting with `fail` exits 1 with a recognisable stderr."""
+    """Records every command; the one starting with `fail` exits 1 with a recognisable stderr.
 
-    def __init__(self, fail: str | None = None) -> None:
+    `stdout` maps a command prefix to what it prints (e.g. a `dmsetup ls` listing).
+    """
+
+    def __init__(self, fail: str | None = None, stdout: dict[str, str] | None = None) -> None:
         self.calls: list[list[str]] = []
         self.fail = fail
+        self.stdout = stdout or {}
 
     def __call__(self, argv: Sequence[str]) -> CommandResult:
         self.calls.append(list(argv))
-        if self.fail and " ".join(argv).startswith(self.fail):
+        line = " ".join(argv)
+        if self.fail and line.startswith(self.fail):
             return CommandResult(1, "", f"{self.fail}: simulated failure")
-        return CommandResult(0, "", "")
+        printed = [out for prefix, out in self.stdout.items() if line.startswith(prefix)]
+        return CommandResult(0, "".join(printed), "")
