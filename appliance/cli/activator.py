@@ -21,6 +21,7 @@ from pathlib import Path
 from appliance.logs import configure_json_logging
 from loader.activation import DmVerityActivator
 from loader.activator import ActivatorServer, ActivatorService, ActivatorSettings
+from loader.errors import ActivatorError
 
 EXIT_CONFIG = 2
 
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"appliance activator: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except ActivatorError as error:  # start-up reconciliation failed (e.g. unreadable mount table)
+        print(f"appliance activator: {error}", file=sys.stderr)
+        return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())
     notify_ready()
