@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 
-class AttestError(Exception):
-    """Base class of every error raised by `attest`."""
+class CheckedError(Exception):
+    """An error that names the check that failed and, where there is one, the expected and the
+    actual value. The base of `AttestError` and of `ratls.errors.RatlsError` (which are disjoint:
+    catching one never catches the other)."""
 
-    stage = "attest"
+    stage = "error"
 
     def __init__(
         self,
@@ -41,6 +43,12 @@ class AttestError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape used by the CLI and the AttestationResult: stage, type, message, ..."""
         return error_dict(self, self.stage)
+
+
+class AttestError(CheckedError):
+    """Base class of every error raised by `attest`."""
+
+    stage = "attest"
 
 
 class FormatError(AttestError):

@@ -11,36 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attest.errors import error_dict, show
+from attest.errors import CheckedError
 
 if TYPE_CHECKING:
     from ratls.result import AttestationResult
 
 
-class RatlsError(Exception):
+class RatlsError(CheckedError):
     """Base class of every error raised by `ratls`."""
 
     stage = "ratls"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        check: str | None = None,
-        expected: Any = None,
-        actual: Any = None,
-    ) -> None:
-        self.check = check
-        self.expected = expected
-        self.actual = actual
-        detail = message
-        if expected is not None or actual is not None:
-            detail = f"{message} (expected {show(expected)}, actual {show(actual)})"
-        super().__init__(detail)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of an error in an AttestationResult: stage, type, message, ..."""
-        return error_dict(self, self.stage)
 
 
 class CertificateFormatError(RatlsError):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from attest.errors import AttestError, PolicyError
+from attest.errors import AttestError, PolicyError, show
 from attest.quote import Quote, parse_quote
 from attest.rtmr import RtmrEvent, event_digest, verify_replay
 from attest.verify import DcapVerifier
@@ -26,7 +26,6 @@ from ratls.errors import (
     ModelDigestError,
     ModelMeasurementError,
     RatlsError,
-    show,
 )
 from ratls.evidence import NonceEvidence, check_nonce_evidence
 from ratls.policy import AppraisalPolicy
