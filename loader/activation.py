@@ -31,6 +31,8 @@ from loader.verity.params import SUPERBLOCK_SIZE
 from loader.verity.superblock import check_superblock, parse_superblock
 
 MOUNT_OPTIONS = "ro,nodev,nosuid,noexec"
+# Every device-mapper name the loader makes starts with it (see device_name).
+DEVICE_PREFIX = "appliance-model-"
 _COMMAND_TIMEOUT = 120
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,20 @@ def run_command(argv: Sequence[str]) -> CommandResult:
 
 def device_name(record: TrustedRecord) -> str:
     # The digest prefix keeps two versions of one model name from colliding.
-    return f"appliance-model-{record.name}-{record.digest[:16]}"
+    return f"{DEVICE_PREFIX}{record.name}-{record.digest[:16]}"
+
+
+def command_error(
+    result: CommandResult, what: str, *, actual: str | None = None
+) -> ActivationError | None:
+    """The ActivationError of a failed command (exit status and the end of its stderr), or None."""
+    if result.returncode == 0:
+        return None
+    return ActivationError(
+        f"{what} failed with exit status {result.returncode}: {result.stderr.strip()[-2000:]}",
+        check=what,
+        actual=actual,
+    )
 
 
 def open_command(
@@ -155,9 +170,6 @@ class DmVerityActivator:
         self._run([self.veritysetup, "close", name], "veritysetup close")
 
     def _run(self, argv: list[str], what: str) -> None:
-        result = self.run(argv)
-        if result.returncode != 0:
-            raise ActivationError(
-                f"{what} failed with exit status {result.returncode}: {result.stderr.strip()[-2000:]}",
-                check=what,
-            )
+        error = command_error(self.run(argv), what)
+        if error is not None:
+            raise error

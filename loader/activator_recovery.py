@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from loader.activation import CommandRunner, DmVerityActivator
+from loader.activation import DEVICE_PREFIX, CommandRunner, DmVerityActivator, command_error
 from loader.errors import ActivationError, ModelNameError, MountTableError
 from loader.names import check_model_name
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 MAPPER_DIR = "/dev/mapper/"
 # loader.activation.device_name(); the digest prefix is the last dash-separated part.
-_DEVICE_NAME = re.compile(r"appliance-model-(?P<model>.+)-(?P<digest_prefix>[0-9a-f]{16})")
+_DEVICE_NAME = re.compile(re.escape(DEVICE_PREFIX) + r"(?P<model>.+)-(?P<digest_prefix>[0-9a-f]{16})")
 # `dmsetup ls`: "<name>\t(<major>:<minor>)"; older releases print "(<major>, <minor>)".
 _DMSETUP_LS_LINE = re.compile(r"(?P<name>[^\t]+)\t\(\d+(?::|, )\d+\)")
 _NO_DEVICES = "No devices found"
@@ -192,14 +192,7 @@ def tear_down(tools: DmVerityActivator, mapping: Mapping) -> tuple[Mapping, Acti
 
 
 def _run(run: CommandRunner, argv: list[str], what: str) -> ActivationError | None:
-    result = run(argv)
-    if result.returncode == 0:
-        return None
-    return ActivationError(
-        f"{what} failed with exit status {result.returncode}: {result.stderr.strip()[-2000:]}",
-        check=what,
-        actual=argv[-1],
-    )
+    return command_error(run(argv), what, actual=argv[-1])
 
 
 def _remove_mount_point(mount_point: Path) -> None:
