@@ -39,7 +39,9 @@ from loader.names import check_model_name
 MOUNTINFO = Path("/proc/self/mountinfo")
 MAPPER_DIR = "/dev/mapper/"
 # loader.activation.device_name(); the digest prefix is the last dash-separated part.
-_DEVICE_NAME = re.compile(re.escape(DEVICE_PREFIX) + r"(?P<model>.+)-(?P<digest_prefix>[0-9a-f]{16})")
+_DEVICE_NAME = re.compile(
+    re.escape(DEVICE_PREFIX) + r"(?P<model>.+)-(?P<digest_prefix>[0-9a-f]{16})"
+)
 # `dmsetup ls`: "<name>\t(<major>:<minor>)"; older releases print "(<major>, <minor>)".
 _DMSETUP_LS_LINE = re.compile(r"(?P<name>[^\t]+)\t\(\d+(?::|, )\d+\)")
 _NO_DEVICES = "No devices found"
