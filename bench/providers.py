@@ -35,7 +35,7 @@ from attest.pcs import (
 )
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
 
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 NOW = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
 
 

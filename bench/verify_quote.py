@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from attest.errors import AttestError
 from attest.verify import DcapVerifier
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path(os.environ.get("APPLIANCE_VECTORS", ROOT.parent / "shared" / "vectors"))
+VECTORS = ROOT / "tests" / "vectors"
 
 
 def load_pairs(verifier: DcapVerifier) -> list[dict]:

@@ -16,7 +16,7 @@ pytest_plugins = ("support.engines",)
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
     if not (VECTORS / "MANIFEST.json").is_file():
-        pytest.fail(f"test vectors not found at {VECTORS} (set APPLIANCE_VECTORS)")
+        pytest.fail(f"test vectors not found at {VECTORS}")
     return VECTORS
 
 

@@ -1,9 +1,8 @@
-"""Where the real test vectors live (../shared/vectors, never copied into this repository)."""
+"""Where the real test vectors live: tests/vectors, copied byte for byte (tests/vectors/PROVENANCE.md)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("APPLIANCE_VECTORS", PROJECT_ROOT.parent / "shared" / "vectors"))
+VECTORS = PROJECT_ROOT / "tests" / "vectors"
