@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.engine import EngineKind, VllmEngine, engine_environment
-from loader.health import probe_health
-from loader.lifecycle import Lifecycle
-from loader.pack import pack_model
-from loader.process import EngineProcess
+from loader.engine.kinds import EngineKind, VllmEngine, engine_environment
+from loader.engine.health import probe_health
+from loader.lifecycle.operations import Lifecycle
+from loader.images.pack import pack_model
+from loader.engine.process_group import EngineProcess
 from loader.settings import HealthSettings, LoaderSettings
-from loader.status import ModelState
+from loader.lifecycle.status import ModelState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAKE_VLLM = PROJECT_ROOT / "tests" / "support" / "fake_vllm.py"

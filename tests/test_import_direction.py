@@ -1,4 +1,9 @@
-"""The import direction of DESIGN.md: attest <- ratls <- appliance; loader <- appliance.
+"""The import direction of docs/design.md, checked on every module's imports.
+
+Between packages: attest <- ratls <- appliance; loader <- appliance; nothing imports appliance.
+Inside `appliance`, one package per process: the supervisor never imports the API worker's code
+(nor the worker the supervisor's); both talk only through `appliance.channel`. Inside `loader`,
+model images, the engine and the activator are apart, and the lifecycle sits on top of them.
 
 Parses every module's imports (including function-local ones) so that a wrong import fails here
 even when no test exercises the code path that makes it.
@@ -7,6 +12,8 @@ even when no test exercises the code path that makes it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,19 +27,53 @@ ALLOWED = {
     "appliance": {"attest", "ratls", "loader"},
 }
 
+# Inside a package: the unit a module belongs to (its sub-package, or "<package>.<module>" for a
+# top-level module) -> the units of the same package it may import. A unit may import itself.
+APPLIANCE_SHARED = {"appliance.errors", "appliance.settings", "appliance.logs", "appliance.metrics"}
+LOADER_SHARED = {"loader.errors", "loader.settings"}
+UNIT_ALLOWED = {
+    **{unit: APPLIANCE_SHARED for unit in APPLIANCE_SHARED},
+    "appliance.channel": APPLIANCE_SHARED,
+    "appliance.supervisor": APPLIANCE_SHARED | {"appliance.channel"},
+    "appliance.worker": APPLIANCE_SHARED | {"appliance.channel"},
+    "appliance.portal": APPLIANCE_SHARED,
+    "appliance.cli": None,  # the command line wires every process: anything
+    "appliance.__main__": {"appliance.cli"},
+    "appliance.__init__": set(),
+    **{unit: LOADER_SHARED for unit in LOADER_SHARED},
+    "loader.__init__": set(),
+    "loader.verity": {"loader.errors"},
+    "loader.images": LOADER_SHARED | {"loader.verity"},
+    "loader.engine": LOADER_SHARED,
+    "loader.activator": LOADER_SHARED | {"loader.verity", "loader.images"},
+    "loader.lifecycle": LOADER_SHARED | {"loader.verity", "loader.images", "loader.engine"},
+}
 
-def imported_packages(path: Path) -> set[str]:
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module name that `path` imports (`from a.b import c` gives a.b and a.b.c)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found.update(name.split(".")[0] for name in names)
-    return found & set(PACKAGES)
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in imported_modules(path)} & set(PACKAGES)
+
+
+def unit_of(module: str) -> str:
+    """`appliance.worker.proxy` -> `appliance.worker`; `loader.errors` -> `loader.errors`."""
+    return ".".join(module.split(".")[:2])
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -43,10 +84,55 @@ def test_package_imports_only_allowed_siblings(package: str) -> None:
     for path in files:
         for imported in imported_packages(path) - ALLOWED[package] - {package}:
             violations.append(f"{path.relative_to(ROOT)} imports {imported}")
-    assert not violations, "imports against DESIGN.md's direction:\n" + "\n".join(violations)
+    assert not violations, "imports against docs/design.md's direction:\n" + "\n".join(violations)
+
+
+@pytest.mark.parametrize("package", ["appliance", "loader"])
+def test_units_inside_a_package_import_only_what_they_may(package: str) -> None:
+    violations = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        unit = unit_of(module_name(path))
+        assert unit in UNIT_ALLOWED, f"{path.relative_to(ROOT)}: unit {unit} has no import rule"
+        allowed = UNIT_ALLOWED[unit]
+        if allowed is None:
+            continue
+        for imported in imported_modules(path):
+            if imported.split(".")[0] != package or imported == package:
+                continue
+            target = unit_of(imported)
+            # `from loader import errors` names the sub-module: judge by it, not the package.
+            if target not in allowed | {unit}:
+                violations.append(f"{path.relative_to(ROOT)} ({unit}) imports {imported}")
+    assert not violations, "imports across process or role lines:\n" + "\n".join(violations)
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("appliance.supervisor.service", ("flask", "uvicorn", "appliance.worker", "httptools")),
+        ("appliance.worker.server", ("appliance.supervisor", "loader.lifecycle")),
+    ],
+)
+def test_a_process_loads_only_its_own_code(module: str, forbidden: tuple[str, ...]) -> None:
+    probe = (
+        f"import sys, {module}\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r}"
+        f" or any(m == f or m.startswith(f + '.') for f in {forbidden!r}))\n"
+        "print('\\n'.join(loaded))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == [], f"{module} loads {out.stdout.split()}"
 
 
 def test_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     bad = tmp_path / "mod.py"
     bad.write_text("def f():\n    from appliance.cli import main\n    import ratls.x\n")
     assert imported_packages(bad) == {"appliance", "ratls"}
+    assert imported_modules(bad) == {"appliance.cli", "appliance.cli.main", "ratls.x"}
+
+
+def test_units_are_the_first_two_components() -> None:
+    assert unit_of("appliance.worker.proxy") == "appliance.worker"
+    assert unit_of("loader.errors") == "loader.errors"
+    assert unit_of("appliance.supervisor") == "appliance.supervisor"

@@ -1,10 +1,10 @@
-"""`appliance activator`: the privileged dm-verity activation service (loader.activator).
+"""`appliance activator`: the privileged dm-verity activation service (loader.activator.service).
 
 Runs as root in its own unit (image/systemd/appliance-activator.service), without network, and
 activates models for the unprivileged appliance (`appliance serve --model-access activator`),
 which it recognises by uid. It resolves names and reads trusted records in its own directories;
 the appliance can only name a model and the digest it expects. On SIGTERM or SIGINT it stops
-serving, then deactivates what is still active (see loader/activator.py for why).
+serving, then deactivates what is still active (see loader/activator/service.py for why).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from appliance.logs import configure_json_logging
-from loader.activation import DmVerityActivator
-from loader.activator import ActivatorServer, ActivatorService, ActivatorSettings
+from loader.activator.dm_verity import DmVerityActivator
+from loader.activator.service import ActivatorServer, ActivatorService, ActivatorSettings
 from loader.errors import ActivatorError
 
 EXIT_CONFIG = 2

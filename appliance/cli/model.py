@@ -1,7 +1,7 @@
 """`appliance model pack|verify`: build verified model images, and check them offline.
 
 pack SRC_DIR --name NAME --models-dir DIR --roothash-dir DIR [--fs squashfs|erofs]
-    writes DIR/NAME.img, DIR/NAME.verity and ROOTHASH_DIR/NAME.roothash (loader.images)
+    writes DIR/NAME.img, DIR/NAME.verity and ROOTHASH_DIR/NAME.roothash (loader.images.model_image)
 verify NAME --models-dir DIR --roothash-dir DIR
     checks the image against its trusted record; exit 0 valid, 1 refused, 2 corrupted
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from appliance.cli.progress import ProgressBar
 from loader.errors import DataCorruptionError, HashTreeCorruptionError, LoaderError
-from loader.fsimage import FILESYSTEMS
-from loader.images import load_record, resolve_model_image, verify_model_image
-from loader.pack import pack_model
+from loader.images.fsimage import FILESYSTEMS
+from loader.images.model_image import load_record, resolve_model_image, verify_model_image
+from loader.images.pack import pack_model
 
 EXIT_OK = 0
 EXIT_INVALID = 1

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gunicorn.app.base import BaseApplication
 
-    from appliance.portal import PortalConfig, create_portal_app
+    from appliance.portal.app import PortalConfig, create_portal_app
     from ratls.policy import AppraisalPolicy
 
     configure_json_logging()

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # prometheus_client picks its multi-process mode when first imported: set the directory first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
-    from appliance.supervisor import build_supervisor, prepare_state_dir
+    from appliance.supervisor.service import build_supervisor, prepare_state_dir
 
     try:
         prepare_state_dir(settings)

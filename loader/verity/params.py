@@ -1,7 +1,7 @@
 """dm-verity parameters and the shape of the hash tree they imply.
 
 Follows cryptsetup's `lib/verity` (format, superblock, offsets) and the kernel's dm-verity target;
-see ../shared/notes/DM-VERITY.md §3. `VerityParams` cannot hold values that no verity device can
+see docs/verity.md §3. `VerityParams` cannot hold values that no verity device can
 have: every constructor path validates, so code that receives one need not re-check.
 """
 

@@ -33,10 +33,10 @@ from support.commands import FakeRunner
 from support.engines import fake_engine
 from support.mountinfo import mountinfo, mountinfo_line
 
-from loader.activation import DmVerityActivator
-from loader.activator import ActivatorServer, ActivatorService, ActivatorSettings
-from loader.activator_client import ActivatorClient
-from loader.activator_recovery import MountTableReader, read_mountinfo
+from loader.activator.dm_verity import DmVerityActivator
+from loader.activator.service import ActivatorServer, ActivatorService, ActivatorSettings
+from loader.activator.client import ActivatorClient
+from loader.activator.recovery import MountTableReader, read_mountinfo
 from loader.errors import (
     ActivationError,
     ActivatorPeerError,
@@ -49,12 +49,12 @@ from loader.errors import (
     RecordError,
     StaleMappingError,
 )
-from loader.images import ModelImage, Progress, VerifiedModel, load_record
-from loader.lifecycle import Lifecycle
-from loader.pack import pack_model
-from loader.record import TrustedRecord
+from loader.images.model_image import ModelImage, Progress, VerifiedModel, load_record
+from loader.lifecycle.operations import Lifecycle
+from loader.images.pack import pack_model
+from loader.images.record import TrustedRecord
 from loader.settings import HealthSettings, LoaderSettings
-from loader.status import ModelState
+from loader.lifecycle.status import ModelState
 
 NOBODY = 65534
 WAIT = 20.0
@@ -579,7 +579,7 @@ def test_a_peer_with_another_uid_is_refused_and_logged(
         finally:
             os._exit(0)
     os.close(write_end)
-    with caplog.at_level(logging.WARNING, logger="loader.activator"):
+    with caplog.at_level(logging.WARNING, logger="loader.activator.service"):
         with os.fdopen(read_end, "rb") as pipe:
             outcome = pipe.read().decode()
         os.waitpid(pid, 0)

@@ -18,11 +18,11 @@ import openai
 import pytest
 from support.engines import PROJECT_ROOT, free_port, real_vllm_bin
 
-from loader.engine import VllmEngine
-from loader.lifecycle import Lifecycle
-from loader.process import live_group_members
+from loader.engine.kinds import VllmEngine
+from loader.lifecycle.operations import Lifecycle
+from loader.engine.process_group import live_group_members
 from loader.settings import HealthSettings, LoaderSettings
-from loader.status import ModelState
+from loader.lifecycle.status import ModelState
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

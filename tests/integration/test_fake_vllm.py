@@ -17,11 +17,11 @@ import openai
 import pytest
 from support.engines import fake_engine
 
-from loader.engine import VllmEngine
-from loader.launch import EngineLauncher, LaunchedEngine
+from loader.engine.kinds import VllmEngine
+from loader.lifecycle.engine_starter import EngineLauncher, LaunchedEngine
 from loader.settings import HealthSettings, LoaderSettings
-from loader.status import Operation, StatusMachine
-from loader.steps import OperationContext
+from loader.lifecycle.status import Operation, StatusMachine
+from loader.lifecycle.steps import OperationContext
 
 
 @contextmanager
@@ -252,7 +252,7 @@ def test_missing_model_directory_is_refused(fake_vllm_bin: Path, tmp_path: Path)
 def launch_without_waiting(engine: VllmEngine, model: Path) -> LaunchedEngine:
     import os
 
-    from loader.process import EngineProcess
+    from loader.engine.process_group import EngineProcess
 
     process = EngineProcess.spawn(
         engine.command(model, "tiny"), {"PATH": os.environ["PATH"], **engine.environment()},

@@ -1,5 +1,5 @@
 """The model lifecycle end to end, with real processes: packed model images verified in
-userspace (loader.images), the fake vLLM spawned in its own process group, real HTTP health
+userspace (loader.images.model_image), the fake vLLM spawned in its own process group, real HTTP health
 checks, real signals. Nothing is mocked.
 """
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from support.engines import fake_engine
 
-from loader.engine import VllmEngine
+from loader.engine.kinds import VllmEngine
 from loader.errors import (
     DataCorruptionError,
     EngineExitedError,
@@ -35,12 +35,12 @@ from loader.errors import (
     RecordError,
     StateStoreError,
 )
-from loader.lifecycle import Lifecycle, LifecycleHooks, ModelEvent
-from loader.pack import pack_model
-from loader.process import live_group_members
+from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
+from loader.images.pack import pack_model
+from loader.engine.process_group import live_group_members
 from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
-from loader.state_store import LAST_LOAD_FILE
-from loader.status import ModelState, StatusSnapshot
+from loader.lifecycle.last_load import LAST_LOAD_FILE
+from loader.lifecycle.status import ModelState, StatusSnapshot
 
 WAIT = 20.0  # seconds; generous for a loaded 2-core machine, never reached when things work
 

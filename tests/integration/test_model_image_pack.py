@@ -24,8 +24,8 @@ from loader.errors import (
     RecordError,
     RootHashMismatchError,
 )
-from loader.images import load_record, materialize_verified, resolve_model_image, verify_model_image
-from loader.pack import pack_model
+from loader.images.model_image import load_record, materialize_verified, resolve_model_image, verify_model_image
+from loader.images.pack import pack_model
 
 FILESYSTEMS = ["squashfs", "erofs"]
 

@@ -19,7 +19,7 @@ from support.push_receiver import PushReceiver
 from support.service import Service, pack_model, start_service, wait_for_status
 from support.verifying import VerifyingClient, verifying_client
 
-from appliance.supervisor import STATUS_PUSH_PURPOSE
+from appliance.supervisor.service import STATUS_PUSH_PURPOSE
 from ratls.errors import IncompleteReceiptError, ReceiptError
 from ratls.receipts import verify_receipt, verify_receipt_chain
 from ratls.signing import verify_json
@@ -382,7 +382,7 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
                                            images) -> None:
     from datetime import UTC, datetime
 
-    from appliance.portal import PortalConfig, create_portal_app
+    from appliance.portal.app import PortalConfig, create_portal_app
     from attest.simulated import SimulatedAuthority
     from ratls.policy import AppraisalPolicy
 

@@ -1,4 +1,4 @@
-"""The activator's wire protocol (loader.activator_protocol) under arbitrary input.
+"""The activator's wire protocol (loader.activator.protocol) under arbitrary input.
 
 Whatever a local process sends, the parser returns a valid request or raises
 ActivatorProtocolError, nothing else; valid requests survive encode -> parse unchanged; and every
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from loader.activator_protocol import (
+from loader.activator.protocol import (
     MAX_REQUEST_BYTES,
     ActivatorRequest,
     encode,

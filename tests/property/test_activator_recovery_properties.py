@@ -1,4 +1,4 @@
-"""The mount-table parser (loader.activator_recovery) under arbitrary paths and arbitrary bytes.
+"""The mount-table parser (loader.activator.recovery) under arbitrary paths and arbitrary bytes.
 
 Any path the kernel can print comes back exactly, whatever it holds (escaped space, tab, newline
 and backslash; raw carriage returns, non-ASCII); and any input parses or raises MountTableError.
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.mountinfo import mountinfo_line
 
-from loader.activator_recovery import parse_mountinfo
+from loader.activator.recovery import parse_mountinfo
 from loader.errors import MountTableError
 
 _PATH_CHARS = st.characters(blacklist_characters="\x00/", blacklist_categories=("Cs",))

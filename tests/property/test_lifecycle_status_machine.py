@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from loader.errors import LifecycleConflictError
-from loader.status import (
+from loader.lifecycle.status import (
     BUSY_STATES,
     ModelState,
     Operation,

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loader.errors import DataCorruptionError, RecordError, VerificationError
-from loader.record import TrustedRecord, parse_record
+from loader.images.record import TrustedRecord, parse_record
 from loader.verity import (
     VerityParams,
     build_superblock,

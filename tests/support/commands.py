@@ -1,10 +1,10 @@
-"""A fake CommandRunner for `loader.activation`: device-mapper cannot run on dev/CI kernels."""
+"""A fake CommandRunner for `loader.activator.dm_verity`: device-mapper cannot run on dev/CI kernels."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loader.activation import CommandResult
+from loader.activator.dm_verity import CommandResult
 
 
 class FakeRunner:

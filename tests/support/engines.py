@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loader.engine import VllmEngine
+from loader.engine.kinds import VllmEngine
 from support.vectors import PROJECT_ROOT
 
 FAKE_VLLM = Path(__file__).resolve().with_name("fake_vllm.py")

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from appliance.control import ControlRequest
+from appliance.channel.control import ControlRequest
 from appliance.errors import Conflict
-from appliance.identity import identity_document
+from appliance.channel.identity import identity_document
 from appliance.settings import Settings
-from appliance.shared_state import SharedState, publish
+from appliance.channel.shared_state import SharedState, publish
 from ratls.issuer import IdentityIssuer
 from support.engines import FAKE_VLLM, free_port
 

@@ -15,7 +15,7 @@ from support.worker_app import (
     stop_engine,
 )
 
-from appliance.control import ControlServer
+from appliance.channel.control import ControlServer
 from attest.simulated.authority import SimulatedAuthority
 from attest.simulated.provider import SimulatedQuoteProvider
 from ratls.issuer import IdentityIssuer

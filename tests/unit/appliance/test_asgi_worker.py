@@ -16,7 +16,7 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.asgi_worker import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, ApplianceWorker
+from appliance.worker.uvicorn_worker import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, ApplianceWorker
 from ratls.issuer import IdentityIssuer
 from ratls.server import RotatingServerContext, presented_identity
 

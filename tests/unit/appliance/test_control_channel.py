@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.control import ControlClient, ControlRequest, ControlServer
+from appliance.channel.control import ControlClient, ControlRequest, ControlServer
 from appliance.errors import ApiError, Conflict, NotFound, ServiceUnavailable
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import ReceiptStoreError
-from appliance.receipt_log import PRUNE_EVERY, ReceiptLog, SealedReceipt
+from appliance.worker.receipt_log import PRUNE_EVERY, ReceiptLog, SealedReceipt
 
 
 def chained_sealer(receipt_id: str):

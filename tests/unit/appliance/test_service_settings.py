@@ -82,9 +82,9 @@ def test_model_access_follows_the_tee_unless_set() -> None:
 
 
 def test_serve_wires_kernel_dm_verity_for_tdx() -> None:
-    from appliance.supervisor import model_access
-    from loader.activation import DmVerityActivator
-    from loader.images import materialize_verified
+    from appliance.supervisor.service import model_access
+    from loader.activator.dm_verity import DmVerityActivator
+    from loader.images.model_image import materialize_verified
 
     kernel = model_access(Settings(tee="tdx"))
     assert isinstance(getattr(kernel, "__self__", None), DmVerityActivator)
@@ -92,8 +92,8 @@ def test_serve_wires_kernel_dm_verity_for_tdx() -> None:
 
 
 def test_serve_wires_the_activator_client_to_its_socket() -> None:
-    from appliance.supervisor import model_access
-    from loader.activator_client import ActivatorClient
+    from appliance.supervisor.service import model_access
+    from loader.activator.client import ActivatorClient
 
     default = model_access(Settings(model_access="activator"))
     assert default == ActivatorClient(Path("/run/appliance-activator/activator.sock"))

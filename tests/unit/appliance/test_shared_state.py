@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.shared_state import NOT_STARTED, SharedState, SharedStateReader, publish
+from appliance.channel.shared_state import NOT_STARTED, SharedState, SharedStateReader, publish
 
 
 def ready_state(model: str = "tiny", generation: int = 1) -> SharedState:

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from support.push_receiver import PushReceiver
 
 from appliance.metrics import Metrics
-from appliance.pusher import PUSH_PATH, Backoff, StatusPusher
+from appliance.supervisor.pusher import PUSH_PATH, Backoff, StatusPusher
 
 
 @pytest.fixture

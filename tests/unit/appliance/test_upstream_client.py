@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from appliance.errors import UpstreamError, UpstreamTimeout
-from appliance.upstream import EngineClient, EngineEndpoint
+from appliance.worker.engine_client import EngineClient, EngineEndpoint
 
 Script = Callable[[socket.socket, bytes], None]
 

@@ -25,11 +25,11 @@ from support.worker_app import (
     stop_engine,
 )
 
-from appliance.api_server import build_worker
-from appliance.proxy import RECEIPT_HEADER
-from appliance.receipts import canonical_bytes
+from appliance.worker.server import build_worker
+from appliance.worker.proxy import RECEIPT_HEADER
+from appliance.worker.receipts import canonical_bytes
 from appliance.settings import Settings
-from appliance.wsgi_bridge import TLS_CONNECTION_ENVIRON, wsgi_environ
+from appliance.worker.wsgi_bridge import TLS_CONNECTION_ENVIRON, wsgi_environ
 from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
 from ratls.signing import canonical_json

@@ -1,4 +1,4 @@
-"""Start-up reconciliation pieces (loader.activator_recovery): the mount table, device names,
+"""Start-up reconciliation pieces (loader.activator.recovery): the mount table, device names,
 `dmsetup ls`, which leftovers are ours, and the teardown order. Commands go to a fake runner
 (no device-mapper here); the mount table is this machine's real one, then crafted lines.
 """
@@ -13,8 +13,8 @@ import pytest
 from support.commands import FakeRunner
 from support.mountinfo import mountinfo, mountinfo_line
 
-from loader.activation import CommandResult, DmVerityActivator, device_name
-from loader.activator_recovery import (
+from loader.activator.dm_verity import CommandResult, DmVerityActivator, device_name
+from loader.activator.recovery import (
     Mapping,
     find_leftovers,
     list_verity_devices,
@@ -24,7 +24,7 @@ from loader.activator_recovery import (
     tear_down,
 )
 from loader.errors import ActivationError, MountTableError
-from loader.record import TrustedRecord
+from loader.images.record import TrustedRecord
 from loader.verity import VerityParams
 
 OURS = "appliance-model-tiny-0123456789abcdef"

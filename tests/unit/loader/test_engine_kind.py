@@ -1,4 +1,4 @@
-"""Engine kinds (loader.engine): the vLLM command line and environment, built from settings."""
+"""Engine kinds (loader.engine.kinds): the vLLM command line and environment, built from settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loader.engine import (
+from loader.engine.kinds import (
     VLLM_CPU_DEVELOPMENT_ENV,
     VLLM_OFFLINE_ENV,
     VllmEngine,

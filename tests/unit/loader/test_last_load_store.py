@@ -1,4 +1,4 @@
-"""The last-load record (loader.state_store): atomic replacement, strict reading."""
+"""The last-load record (loader.lifecycle.last_load): atomic replacement, strict reading."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loader.errors import StateStoreError
-from loader.state_store import LAST_LOAD_FILE, LastLoad, LastLoadStore
+from loader.lifecycle.last_load import LAST_LOAD_FILE, LastLoad, LastLoadStore
 
 DIGEST = "0123456789abcdef" * 4
 

@@ -1,4 +1,4 @@
-"""The lifecycle's state machine (loader.status): transitions, conflicts, generations."""
+"""The lifecycle's state machine (loader.lifecycle.status): transitions, conflicts, generations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from loader.errors import LifecycleConflictError
-from loader.status import ModelState, Operation, StatusMachine, StatusSnapshot
+from loader.lifecycle.status import ModelState, Operation, StatusMachine, StatusSnapshot
 
 DIGEST = "ab" * 32
 

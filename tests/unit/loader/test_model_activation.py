@@ -14,10 +14,10 @@ from uuid import UUID
 import pytest
 from support.commands import FakeRunner
 
-from loader.activation import DmVerityActivator
+from loader.activator.dm_verity import DmVerityActivator
 from loader.errors import ActivationError, ParameterMismatchError
-from loader.images import ModelImage
-from loader.record import TrustedRecord
+from loader.images.model_image import ModelImage
+from loader.images.record import TrustedRecord
 from loader.verity import VerityParams, format_hash
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 import pytest
 
 from loader.errors import RecordError
-from loader.record import TrustedRecord, parse_record
+from loader.images.record import TrustedRecord, parse_record
 from loader.verity import VerityParams
 
 ROOT = "4f" * 32

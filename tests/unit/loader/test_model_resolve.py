@@ -10,9 +10,9 @@ from uuid import UUID
 import pytest
 
 from loader.errors import ModelNameError, ModelNotFoundError, RecordError
-from loader.images import load_record, resolve_model_image
-from loader.names import check_model_name
-from loader.record import TrustedRecord
+from loader.images.model_image import load_record, resolve_model_image
+from loader.images.names import check_model_name
+from loader.images.record import TrustedRecord
 from loader.verity import VerityParams
 
 VALID_NAMES = ["a", "A", "0", "tiny-llama", "Qwen2.5-0.5B-Instruct", "m_1.v2", "x" * 64]

@@ -1,0 +1,33 @@
+"""The RA-TLS identity as it crosses the control socket, from the supervisor to each API worker.
+
+The document carries the certificate DER and the private key PEM; it crosses only the 0600 Unix
+socket, never the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from ratls.issuer import Identity
+
+
+def identity_document(identity: Identity) -> dict[str, Any]:
+    """The identity for a worker over the private control socket (key included)."""
+    return {
+        "generation": identity.generation,
+        "certificate_der": identity.certificate.der.hex(),
+        "private_key_pem": identity.private_key_pem().decode(),
+        "tee": identity.tee,
+    }
+
+
+def identity_from_document(document: dict[str, Any]) -> Identity:
+    """The inverse of `identity_document`."""
+    return Identity.from_parts(
+        generation=int(document["generation"]),
+        private_key=load_pem_private_key(document["private_key_pem"].encode(), None),
+        certificate_der=bytes.fromhex(document["certificate_der"]),
+        tee=document["tee"],
+    )

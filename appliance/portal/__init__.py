@@ -1,0 +1,1 @@
+"""The developer portal process: server-side attestation for a browser."""

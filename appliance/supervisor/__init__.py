@@ -1,0 +1,1 @@
+"""The supervisor process: identity, TEE services, model lifecycle wiring, status push."""

@@ -1,0 +1,1 @@
+"""The privileged activator: kernel dm-verity activation for the unprivileged appliance."""

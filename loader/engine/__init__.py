@@ -1,0 +1,1 @@
+"""The inference engine: kinds, the process group, health."""

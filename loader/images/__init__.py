@@ -1,0 +1,1 @@
+"""Model images: names, trusted records, filesystem images, packing, verified access."""

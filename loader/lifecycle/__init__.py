@@ -1,0 +1,1 @@
+"""The model lifecycle: steps, state machine, load/unload operations."""
