@@ -73,4 +73,5 @@ def test_checker_finds_an_outside_reference(name: str, text: str) -> None:
 
 
 def test_checker_accepts_references_inside() -> None:
-    assert outside_references(ROOT / "README.md", "[tests](tests/conftest.py) and https://x/../y") == []
+    text = "[tests](tests/conftest.py) and https://x/../y"
+    assert outside_references(ROOT / "README.md", text) == []
