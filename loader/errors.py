@@ -44,36 +44,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from checks.errors import CheckedError
 
-class LoaderError(Exception):
+
+class LoaderError(CheckedError):
     """Base class of every error raised by `loader`."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        check: str | None = None,
-        expected: Any = None,
-        actual: Any = None,
-    ) -> None:
-        self.check = check
-        self.expected = expected
-        self.actual = actual
-        detail = message
-        if expected is not None or actual is not None:
-            detail = f"{message} (expected {_show(expected)}, actual {_show(actual)})"
-        super().__init__(detail)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape for logs and API errors: type, message and, when known, the check."""
-        out: dict[str, Any] = {"type": type(self).__name__, "message": str(self)}
-        if self.check is not None:
-            out["check"] = self.check
-        if self.expected is not None:
-            out["expected"] = _show(self.expected)
-        if self.actual is not None:
-            out["actual"] = _show(self.actual)
-        return out
+    stage = "loader"
 
 
 class ModelNameError(LoaderError):
@@ -235,9 +212,3 @@ class EngineStopError(EngineError):
 
 class StateStoreError(LoaderError):
     """The record of the last successful load is unreadable or malformed."""
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    return str(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attest.errors import CheckedError
+from checks.errors import CheckedError
 
 if TYPE_CHECKING:
     from ratls.result import AttestationResult

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from attest.errors import AttestError, PolicyError, show
+from attest.errors import AttestError, PolicyError
+from checks.errors import show
 from attest.quote import Quote, parse_quote
 from attest.rtmr import RtmrEvent, event_digest, verify_replay
 from attest.verify import DcapVerifier
