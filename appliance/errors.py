@@ -29,7 +29,9 @@ class ApiError(ApplianceError):
 
     def envelope(self) -> dict[str, Any]:
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+            "error": {
+                "message": self.message, "type": self.type, "param": self.param, "code": self.code,
+            }
         }
 
     def body(self) -> bytes:
@@ -42,7 +44,9 @@ class ApiError(ApplianceError):
         if not isinstance(detail, dict):
             return UpstreamError(f"malformed error from the supervisor (status {status})")
         error_class = _BY_STATUS.get(status, ApiError)
-        error = error_class(str(detail.get("message", "")), code=detail.get("code"), param=detail.get("param"))
+        error = error_class(
+            str(detail.get("message", "")), code=detail.get("code"), param=detail.get("param")
+        )
         error.status = status
         return error
 

@@ -21,7 +21,9 @@ from prometheus_client import (
 )
 
 LIFECYCLE_STATES = ("idle", "loading", "ready", "unloading", "error")
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -47,9 +49,12 @@ class Metrics:
             registry=registry,
         )
         self.relayed_events = Counter(
-            "appliance_relayed_events", "SSE events relayed to clients", ["route"], registry=registry
+            "appliance_relayed_events", "SSE events relayed to clients", ["route"],
+            registry=registry,
         )
-        self.receipts = Counter("appliance_receipts", "Receipts signed and stored", registry=registry)
+        self.receipts = Counter(
+            "appliance_receipts", "Receipts signed and stored", registry=registry
+        )
         # Written by the supervisor; "mostrecent" keeps the last value across processes.
         self.lifecycle_state = Gauge(
             "appliance_lifecycle_state", "1 for the current model lifecycle state", ["state"],
@@ -61,7 +66,8 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.pushes = Counter(
-            "appliance_status_pushes", "Status pushes accepted by the management plane", registry=registry
+            "appliance_status_pushes", "Status pushes accepted by the management plane",
+            registry=registry,
         )
 
     def count_request(self, route: str, status: int, seconds: float) -> None:

@@ -1,4 +1,6 @@
-"""The service's one settings object: every `appliance serve` flag is also an `APPLIANCE_*` variable.
+"""The service's one settings object.
+
+Every `appliance serve` flag is also an `APPLIANCE_*` variable.
 
 Precedence: command-line flag > environment > default. Secrets (`load_token`, `management_token`)
 are `SecretStr` so that a stray log line or repr shows `**********`; pass them through the
@@ -30,7 +32,7 @@ class Settings(BaseSettings):
     # Models and the engine.
     models_dir: Path = Path("/var/lib/appliance/models")
     roothash_dir: Path = Path("/etc/appliance/roothash")
-    vllm_port: int = Field(8000, ge=1, le=65535)
+    vllm_port: int = Field(default=8000, ge=1, le=65535)
     vllm_bin: str = "vllm"
     engine_arg: tuple[str, ...] = ()
     # NAME=VALUE for the engine's environment, which is otherwise clean (the loader passes only a
@@ -51,16 +53,17 @@ class Settings(BaseSettings):
     # The public API.
     listen: str = "0.0.0.0:8443"
     hostname: tuple[str, ...] = ("localhost",)
-    workers: int = Field(2, ge=1, le=64)
+    workers: int = Field(default=2, ge=1, le=64)
     # Per worker: the thread pool of the Flask routes (lifecycle, status, attestation, receipts);
     # inference runs on the worker's event loop and needs no thread.
-    threads: int = Field(32, ge=1, le=1024)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    threads: int = Field(default=32, ge=1, le=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Seconds without a byte from the engine before a request fails; there is no total timeout,
     # so a long stream that keeps producing events is never cut.
-    upstream_idle_timeout: float = Field(600.0, gt=0)
+    upstream_idle_timeout: float = Field(default=600.0, gt=0)
     load_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("load_token", "APPLIANCE_LOAD_TOKEN", "LOAD_TOKEN")
+        default=None,
+        validation_alias=AliasChoices("load_token", "APPLIANCE_LOAD_TOKEN", "LOAD_TOKEN"),
     )
     insecure_open_lifecycle: bool = False
 
@@ -72,15 +75,16 @@ class Settings(BaseSettings):
     # State: the simulated authority, the control socket, the last loaded model, receipts.
     state_dir: Path = DEFAULT_STATE_DIR
     receipts_db: Path | None = None
-    receipts_max: int = Field(1_000_000, ge=1)
+    receipts_max: int = Field(default=1_000_000, ge=1)
 
     # Status push to the management plane.
     management_url: str | None = None
     management_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("management_token", "APPLIANCE_MANAGEMENT_TOKEN")
+        default=None,
+        validation_alias=AliasChoices("management_token", "APPLIANCE_MANAGEMENT_TOKEN"),
     )
     enclave_id: str = Field(default_factory=socket.gethostname, min_length=1)
-    push_interval: float = Field(30.0, gt=0)
+    push_interval: float = Field(default=30.0, gt=0)
 
     @field_validator("listen")
     @classmethod
@@ -120,7 +124,9 @@ class Settings(BaseSettings):
         if self.load_token is not None and not self.load_token.get_secret_value():
             raise ValueError("--load-token must not be empty (omit it to leave lifecycle closed)")
         if self.management_url and self.management_token is None:
-            raise ValueError("--management-url needs --management-token (APPLIANCE_MANAGEMENT_TOKEN)")
+            raise ValueError(
+                "--management-url needs --management-token (APPLIANCE_MANAGEMENT_TOKEN)"
+            )
         return self
 
     @property
@@ -169,10 +175,12 @@ def split_listen(value: str) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "0.0.0.0"
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - `:PORT` means every interface
     if host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError as exc:
-            raise ValueError(f"--listen host must be an IP address or localhost, got {host!r}") from exc
+            raise ValueError(
+                f"--listen host must be an IP address or localhost, got {host!r}"
+            ) from exc
     return host, int(port_text)

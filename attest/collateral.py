@@ -497,7 +497,7 @@ def _parse_tcb_info(doc: Any) -> TcbInfo:
     )
 
 
-def _tdx_module(obj: dict, path: str) -> TdxModule:
+def _tdx_module(obj: dict[str, Any], path: str) -> TdxModule:
     return TdxModule(
         mr_signer=_hex_field(obj, "mrsigner", path, 48),
         attributes=_hex_field(obj, "attributes", path, 8),
@@ -533,7 +533,7 @@ def _tcb_level(doc: Any, path: str, *, tdx: bool) -> TcbLevel:
     )
 
 
-def _identity_levels(obj: dict, path: str) -> tuple[IdentityTcbLevel, ...]:
+def _identity_levels(obj: dict[str, Any], path: str) -> tuple[IdentityTcbLevel, ...]:
     levels = []
     for i, item in enumerate(_get(obj, "tcbLevels", list, path)):
         level_path = f"{path}.tcbLevels[{i}]"
@@ -576,7 +576,7 @@ def _parse_qe_identity(doc: Any) -> QeIdentity:
 # --- JSON field helpers -------------------------------------------------------------------------
 
 
-def _object(value: Any, path: str) -> dict:
+def _object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CollateralFormatError(
             f"{path} must be an object", check=path, expected="object", actual=type(value).__name__
@@ -584,7 +584,7 @@ def _object(value: Any, path: str) -> dict:
     return value
 
 
-def _get(obj: dict, key: str, kind: type, path: str) -> Any:
+def _get(obj: dict[str, Any], key: str, kind: type, path: str) -> Any:
     if key not in obj:
         raise CollateralFormatError(
             f"{path}.{key} is missing",
@@ -604,8 +604,8 @@ def _get(obj: dict, key: str, kind: type, path: str) -> Any:
     return value
 
 
-def _svn(obj: dict, key: str, path: str, high: int) -> int:
-    value = _get(obj, key, int, path)
+def _svn(obj: dict[str, Any], key: str, path: str, high: int) -> int:
+    value: int = _get(obj, key, int, path)
     if not 0 <= value <= high:
         raise CollateralFormatError(
             f"{path}.{key} out of range", check=f"{path}.{key}", expected=f"0..{high}", actual=value
@@ -613,7 +613,7 @@ def _svn(obj: dict, key: str, path: str, high: int) -> int:
     return value
 
 
-def _components(tcb: dict, key: str, path: str) -> tuple[int, ...]:
+def _components(tcb: dict[str, Any], key: str, path: str) -> tuple[int, ...]:
     items = _get(tcb, key, list, path)
     if len(items) != TCB_COMPONENT_COUNT:
         raise CollateralFormatError(
@@ -628,7 +628,7 @@ def _components(tcb: dict, key: str, path: str) -> tuple[int, ...]:
     )
 
 
-def _status(obj: dict, path: str, allowed: frozenset[TcbStatus]) -> TcbStatus:
+def _status(obj: dict[str, Any], path: str, allowed: frozenset[TcbStatus]) -> TcbStatus:
     text = _get(obj, "tcbStatus", str, path)
     try:
         status = TcbStatus(text)
@@ -644,7 +644,7 @@ def _status(obj: dict, path: str, allowed: frozenset[TcbStatus]) -> TcbStatus:
     return status
 
 
-def _advisory_ids(obj: dict, path: str) -> tuple[str, ...]:
+def _advisory_ids(obj: dict[str, Any], path: str) -> tuple[str, ...]:
     if "advisoryIDs" not in obj:
         return ()
     ids = _get(obj, "advisoryIDs", list, path)
@@ -655,7 +655,7 @@ def _advisory_ids(obj: dict, path: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _time(obj: dict, key: str, path: str) -> datetime:
+def _time(obj: dict[str, Any], key: str, path: str) -> datetime:
     text = _get(obj, key, str, path)
     if not _TIME_PATTERN.fullmatch(text):
         raise CollateralFormatError(
@@ -672,7 +672,7 @@ def _time(obj: dict, key: str, path: str) -> datetime:
         ) from None
 
 
-def _hex_field(obj: dict, key: str, path: str, size: int) -> bytes:
+def _hex_field(obj: dict[str, Any], key: str, path: str, size: int) -> bytes:
     value = _hex(_get(obj, key, str, path), f"{path}.{key}")
     if len(value) != size:
         raise CollateralFormatError(
@@ -762,7 +762,8 @@ def _member_texts(body: str, what: str) -> dict[str, str]:
         while body[pos : pos + 1] != "}":
             if body[pos : pos + 1] != '"':
                 raise fail("expected a member name")
-            key, pos = json.decoder.scanstring(body, pos + 1)
+            # typeshed does not declare json.decoder.scanstring, the decoder's own string scanner.
+            key, pos = json.decoder.scanstring(body, pos + 1)  # type: ignore[attr-defined]
             pos = skip(pos)
             if body[pos : pos + 1] != ":":
                 raise fail("expected ':'")

@@ -134,11 +134,12 @@ def encode_oid(dotted: str) -> bytes:
     """The content octets of an OBJECT IDENTIFIER (for comparing against constants)."""
     arcs = [int(arc) for arc in dotted.split(".")]
     out = bytearray()
-    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
-        chunk = [arc & 0x7F]
-        while arc > 0x7F:
-            arc >>= 7
-            chunk.append(0x80 | (arc & 0x7F))
+    for value in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        rest = value
+        chunk = [rest & 0x7F]
+        while rest > 0x7F:
+            rest >>= 7
+            chunk.append(0x80 | (rest & 0x7F))
         out += bytes(reversed(chunk))
     return bytes(out)
 

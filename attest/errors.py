@@ -113,13 +113,19 @@ class PolicyFormatError(AttestError):
 
 
 class ProviderError(AttestError):
-    """A quote provider could not produce a quote (no TDX device, generation race, library error)."""
+    """A quote provider could not produce a quote.
+
+    Causes: no TDX device, a generation race, a library error.
+    """
 
     stage = "provider"
 
 
 class ProviderUnavailableError(ProviderError):
-    """The quote interface is absent or is not TDX (no configfs-tsm entry, wrong TSM, no library)."""
+    """The quote interface is absent or is not TDX.
+
+    Causes: no configfs-tsm entry, a wrong TSM, no library.
+    """
 
 
 class ProviderRaceError(ProviderError):

@@ -360,7 +360,8 @@ class CollateralFetcher:
         return collateral
 
     def _fetch(self, part: Part, fmspc: str, ca: PckCa) -> PcsResponse:
-        assert self._client is not None  # online mode always has a client
+        if self._client is None:  # online mode always has a client
+            raise AssertionError("online collateral fetch without a PCS client")
         logger.info("fetching %s for FMSPC %s from %s", part.value, fmspc, self._endpoint.base_url)
         if part is Part.TCB_INFO:
             return self._client.tcb_info(fmspc)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
@@ -63,7 +64,7 @@ SAFE_TCB_STATUSES = (
 UNSAFE_TCB_STATUSES = (TcbStatus.OUT_OF_DATE, TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED)
 
 
-def _hex_bytes(size: int):
+def _hex_bytes(size: int) -> Callable[[Any], bytes]:
     def parse(value: Any) -> bytes:
         if isinstance(value, bytes) and len(value) == size:
             return value
@@ -77,16 +78,37 @@ def _hex_bytes(size: int):
             raise ValueError(f"expected {size} bytes ({2 * size} hex digits), got {len(raw)}")
         return raw
 
-    return Annotated[
-        bytes, BeforeValidator(parse), PlainSerializer(lambda b: b.hex(), return_type=str)
-    ]
+    return parse
 
 
-Measurement = _hex_bytes(MEASUREMENT_SIZE)
-Xfam = _hex_bytes(XFAM_SIZE)
-ReportData = _hex_bytes(REPORT_DATA_SIZE)
-SafeStatus = Literal[tuple(s.value for s in SAFE_TCB_STATUSES)]  # type: ignore[valid-type]
-UnsafeStatus = Literal[tuple(s.value for s in UNSAFE_TCB_STATUSES)]  # type: ignore[valid-type]
+def _to_hex(value: bytes) -> str:
+    return value.hex()
+
+
+Measurement = Annotated[
+    bytes,
+    BeforeValidator(_hex_bytes(MEASUREMENT_SIZE)),
+    PlainSerializer(_to_hex, return_type=str),
+]
+Xfam = Annotated[
+    bytes, BeforeValidator(_hex_bytes(XFAM_SIZE)), PlainSerializer(_to_hex, return_type=str)
+]
+ReportData = Annotated[
+    bytes,
+    BeforeValidator(_hex_bytes(REPORT_DATA_SIZE)),
+    PlainSerializer(_to_hex, return_type=str),
+]
+SafeStatus = Literal[
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+]
+UnsafeStatus = Literal["OutOfDate", "OutOfDateConfigurationNeeded"]
+if set(get_args(SafeStatus)) != {s.value for s in SAFE_TCB_STATUSES} or set(
+    get_args(UnsafeStatus)
+) != {s.value for s in UNSAFE_TCB_STATUSES}:
+    raise RuntimeError("SafeStatus/UnsafeStatus disagree with the TCB status tuples")
 
 # Allowlist fields of the policy, in check order.
 MEASUREMENT_FIELDS = (

@@ -25,7 +25,7 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from attest.der import TAG_SEQUENCE, single
 from attest.errors import FormatError
@@ -184,13 +184,13 @@ class _Layout:
             )
         )
 
-    def unpack(self, data: bytes, offset: int = 0) -> tuple:
+    def unpack(self, data: bytes, offset: int = 0) -> tuple[Any, ...]:
         return self._struct.unpack_from(data, offset)
 
-    def pack(self, values: tuple) -> bytes:
+    def pack(self, values: tuple[Any, ...]) -> bytes:
         return self._struct.pack(*values)
 
-    def check(self, values: tuple) -> None:
+    def check(self, values: tuple[Any, ...]) -> None:
         for (name, span, is_integer), value in zip(self.fields, values, strict=True):
             if is_integer:
                 if type(value) is not int or not 0 <= value < 1 << (8 * span.size):
@@ -236,7 +236,7 @@ class QuoteHeader:
     def __post_init__(self) -> None:
         _HEADER.check(self._values())
 
-    def _values(self) -> tuple:
+    def _values(self) -> tuple[Any, ...]:
         return (
             self.version,
             self.att_key_type,
@@ -320,7 +320,7 @@ class TdReport:
             )
         (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).check(self._values())
 
-    def _values(self) -> tuple:
+    def _values(self) -> tuple[Any, ...]:
         values = (
             self.tee_tcb_svn,
             self.mr_seam,
@@ -335,7 +335,7 @@ class TdReport:
             *self.rtmr,
             self.report_data,
         )
-        return values + (self.tee_tcb_svn2, self.mr_service_td) if self.is_td15 else values
+        return (*values, self.tee_tcb_svn2, self.mr_service_td) if self.is_td15 else values
 
     @property
     def is_td15(self) -> bool:
@@ -360,11 +360,13 @@ class TdReport:
     @classmethod
     def from_bytes(cls, data: bytes, *, td15: bool) -> TdReport:
         values = (_TD_REPORT15 if td15 else _TD_REPORT10).unpack(data)
-        return cls(
+        rtmr0, rtmr1, rtmr2, rtmr3 = values[_RTMR_SLICE]
+        fields: list[Any] = [
             *values[: _RTMR_SLICE.start],
-            tuple(values[_RTMR_SLICE]),  # type: ignore[arg-type]
+            (rtmr0, rtmr1, rtmr2, rtmr3),
             *values[_RTMR_SLICE.stop :],
-        )
+        ]
+        return cls(*fields)
 
     def to_bytes(self) -> bytes:
         return (_TD_REPORT15 if self.is_td15 else _TD_REPORT10).pack(self._values())
@@ -419,7 +421,7 @@ class EnclaveReport:
     def __post_init__(self) -> None:
         _ENCLAVE_REPORT.check(self._values())
 
-    def _values(self) -> tuple:
+    def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _ENCLAVE_REPORT.names)
 
     @classmethod
@@ -453,7 +455,7 @@ class PckCertChain:
     def from_bytes(cls, data: bytes) -> PckCertChain:
         nul_terminated = data.endswith(b"\0")
         text = data[:-1] if nul_terminated else data
-        certificates = []
+        certificates: list[bytes] = []
         pos = 0
         while pos < len(text):
             index = len(certificates)

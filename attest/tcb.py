@@ -27,7 +27,15 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
-from attest.collateral import IdentityTcbLevel, QeIdentity, TcbInfo, TcbLevel, TcbStatus
+from attest.collateral import (
+    IdentityTcbLevel,
+    QeIdentity,
+    TcbInfo,
+    TcbLevel,
+    TcbStatus,
+    TdxModule,
+    TdxModuleIdentity,
+)
 from attest.errors import TcbLevelError, TcbRevokedError, TdxModuleError
 from attest.pck import PckTcb
 from attest.quote import TdReport
@@ -79,8 +87,9 @@ def check_tdx_module(
                 expected=identity_id,
                 actual=sorted(identities) or "none",
             )
-        module = identities[identity_id]
-        levels = module.tcb_levels
+        identity = identities[identity_id]
+        module: TdxModule | TdxModuleIdentity = identity
+        levels = identity.tcb_levels
     elif tcb_info.tdx_module is None:
         raise TdxModuleError(
             "TCB info has no tdxModule",

@@ -34,7 +34,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -136,22 +136,26 @@ class _CheckedCollateral:
     qe_signers: tuple[x509.Certificate, ...]
 
 
-class _Lru:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_K, _V]):
     """A small thread-safe LRU map: the verifier's caches of time-independent results."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._data: OrderedDict[_K, _V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: _K) -> _V | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: _K, value: _V) -> None:
         with self._lock:
             self._data[key] = value
             while len(self._data) > self._size:
@@ -168,9 +172,11 @@ class DcapVerifier:
         self, root: TrustRoot | None = None, *, cache_size: int = DEFAULT_CACHE_SIZE
     ) -> None:
         self._root = root if root is not None else intel_sgx_root_ca()
-        self._checked_collaterals = _Lru(cache_size)  # Collateral -> _CheckedCollateral
-        self._pck_cas = _Lru(cache_size)  # CA DER -> x509.Certificate issued by the root
-        self._pck_crl_issuers = _Lru(cache_size)  # (Collateral, CA DER) -> True
+        self._checked_collaterals: _Lru[Collateral, _CheckedCollateral] = _Lru(cache_size)
+        # CA DER -> x509.Certificate issued by the root
+        self._pck_cas: _Lru[bytes, x509.Certificate] = _Lru(cache_size)
+        # (Collateral, CA DER) -> True
+        self._pck_crl_issuers: _Lru[tuple[Collateral, bytes], bool] = _Lru(cache_size)
 
     @property
     def root(self) -> TrustRoot:

@@ -6,8 +6,8 @@
 
 Each round starts the engine twice, in alternating order: by hand (spawn the same command,
 poll /health every 10 ms) and through `Lifecycle.load` (packed image, userspace verification,
-spawn, health wait, ready). The lifecycle's time is split into verify, engine start (spawn) and health wait
-(its own `timings`), and its overhead is
+spawn, health wait, ready). The lifecycle's time is split into verify, engine start (spawn) and
+health wait (its own `timings`), and its overhead is
 
     overhead = (load request -> ready) - verify - (engine start to healthy, by hand)
 
@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.engine.kinds import EngineKind, VllmEngine, engine_environment
 from loader.engine.health import probe_health
-from loader.lifecycle.operations import Lifecycle
-from loader.images.pack import pack_model
+from loader.engine.kinds import EngineKind, VllmEngine, engine_environment
 from loader.engine.process_group import EngineProcess
-from loader.settings import HealthSettings, LoaderSettings
+from loader.images.pack import pack_model
+from loader.lifecycle.operations import Lifecycle
 from loader.lifecycle.status import ModelState
+from loader.settings import HealthSettings, LoaderSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAKE_VLLM = PROJECT_ROOT / "tests" / "support" / "fake_vllm.py"
@@ -72,7 +72,9 @@ def start_by_hand(engine: EngineKind, model_dir: Path, timeout: float) -> float:
         process.stop(grace=30, kill_timeout=10)
 
 
-def load_through_lifecycle(settings: LoaderSettings, engine: EngineKind, timeout: float) -> LifecycleRun:
+def load_through_lifecycle(
+    settings: LoaderSettings, engine: EngineKind, timeout: float
+) -> LifecycleRun:
     with Lifecycle.create(settings, engine) as lifecycle:
         started = time.perf_counter()
         lifecycle.load(NAME)
@@ -149,7 +151,8 @@ def main(argv: list[str]) -> int:
                 runs.append(load_through_lifecycle(settings, engine, args.timeout))
                 by_hand.append(start_by_hand(engine, model_dir, args.timeout))
             run = runs[-1]
-            print(f"round {round_number}: by hand {by_hand[-1]:.3f} s | lifecycle {run.total:.3f} s "
+            print(f"round {round_number}: by hand {by_hand[-1]:.3f} s "
+                  f"| lifecycle {run.total:.3f} s "
                   f"= verify {run.verify:.3f} + engine start {run.engine_start:.3f} "
                   f"+ health wait {run.health_wait:.3f} + rest "
                   f"{run.total - run.verify - run.engine_start - run.health_wait:.3f}")

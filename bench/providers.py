@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # tests/support: the loopback PCS
+# tests/support: the loopback PCS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.fake_pcs import FakePcs
 
@@ -35,6 +35,7 @@ from attest.pcs import (
 )
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider
 
+ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
 NOW = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
 

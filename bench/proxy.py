@@ -120,7 +120,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
             .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
 
@@ -144,7 +145,9 @@ http {{
     access_log off;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
-    upstream engine {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000; }}
+    upstream engine {{
+        server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000;
+    }}
     server {{
         listen 127.0.0.1:{port} ssl backlog=4096;
         ssl_certificate {cert};
@@ -197,7 +200,8 @@ def start_appliance(work: Path, workers: int, threads: int) -> Appliance:
     wait_port(port)
     context = insecure_client_context()
     with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
-        tls.sendall(b"POST /v1/models/load HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        tls.sendall(b"POST /v1/models/load HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\n"
                     b"Content-Length: 17\r\nConnection: close\r\n\r\n{\"model\":\"bench\"}")
         assert b" 202 " in tls.recv(4096).split(b"\r\n", 1)[0] + b" "
     for _ in range(200):  # until the state says ready
@@ -279,7 +283,8 @@ async def _connection(port: int, tls: bool, request: bytes, count: int,
 
 def run_load(port: int, tls: bool, body: bytes, concurrency: int, per_connection: int
              ) -> tuple[list[float], int, float]:
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json"
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+               b"Content-Type: application/json"
                b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     latencies: list[float] = []
 
@@ -332,7 +337,9 @@ def measure(target: Target, concurrency: int, requests: int, streams: int) -> Fi
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=2000, help="non-streaming requests per run")
     parser.add_argument("--streams", type=int, default=20, help="streams at concurrency 1")
     parser.add_argument("--workers", type=int, default=2, help="appliance and nginx workers")
@@ -346,7 +353,9 @@ def main(argv: list[str]) -> int:
     os.environ["STAND_IN_EVENTS"] = str(EVENTS_PER_STREAM)
     os.environ["STAND_IN_EVENT_INTERVAL"] = str(args.event_interval)
     direct_port = free_port()
-    direct = subprocess.Popen([sys.executable, str(STAND_IN), "serve", "m", "--port", str(direct_port)])
+    direct = subprocess.Popen(
+        [sys.executable, str(STAND_IN), "serve", "m", "--port", str(direct_port)]
+    )
     processes: list[subprocess.Popen] = [direct]
     try:
         wait_port(direct_port)
@@ -365,7 +374,8 @@ def main(argv: list[str]) -> int:
         for concurrency in args.concurrency:
             for target in targets:
                 results[(target.name, concurrency)] = measure(
-                    target, concurrency, args.requests, args.streams if concurrency == 1 else 64 * 4)
+                    target, concurrency, args.requests,
+                    args.streams if concurrency == 1 else 64 * 4)
         report(results, targets, args.concurrency)
     finally:
         for process in processes:
@@ -381,7 +391,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def report(results: dict[tuple[str, int], Figures], targets: list[Target], levels: list[int]) -> None:
+def report(
+    results: dict[tuple[str, int], Figures], targets: list[Target], levels: list[int]
+) -> None:
     us = 1e6
     print(f"stand-in engine: {EVENTS_PER_STREAM} events per stream, "
           f"{os.environ['STAND_IN_EVENT_INTERVAL']} s apart; times in microseconds")
@@ -391,7 +403,9 @@ def report(results: dict[tuple[str, int], Figures], targets: list[Target], level
         base = results[("direct", concurrency)]
         for target in targets:
             f = results[(target.name, concurrency)]
-            cpu_req = f"{f.cpu_per_request * us:8.1f}" if f.cpu_per_request is not None else f"{'-':>8}"
+            cpu_req = (
+                f"{f.cpu_per_request * us:8.1f}" if f.cpu_per_request is not None else f"{'-':>8}"
+            )
             cpu_ev = f"{f.cpu_per_event * us:9.2f}" if f.cpu_per_event is not None else f"{'-':>9}"
             print(f"{target.name:<10} {concurrency:>4} {f.p50 * us:8.0f} {f.p99 * us:8.0f} "
                   f"{(f.p50 - base.p50) * us:8.0f} {(f.p99 - base.p99) * us:8.0f} {cpu_req} "
@@ -401,7 +415,8 @@ def report(results: dict[tuple[str, int], Figures], targets: list[Target], level
               "added p50 at concurrency 1 <= 500 us):")
         for concurrency in levels:
             a, n = results[("appliance", concurrency)], results[("nginx", concurrency)]
-            print(f"  concurrency {concurrency}: cpu/request {a.cpu_per_request / n.cpu_per_request:.2f}x, "
+            print(f"  concurrency {concurrency}: "
+                  f"cpu/request {a.cpu_per_request / n.cpu_per_request:.2f}x, "
                   f"cpu/event {a.cpu_per_event / n.cpu_per_event:.2f}x, "
                   f"added p50 {(a.p50 - results[('direct', concurrency)].p50) * us:.0f} us "
                   f"(nginx {(n.p50 - results[('direct', concurrency)].p50) * us:.0f} us)")

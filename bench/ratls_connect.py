@@ -65,11 +65,10 @@ def serve(rotating: RotatingServerContext) -> int:
 
 
 def connect(port: int, context: ssl.SSLContext, admit: Callable | None) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as raw:
-        with context.wrap_socket(raw) as tls:
-            if admit is not None:
-                admit(tls.getpeercert(binary_form=True), host="127.0.0.1", port=port,
-                      channel=SocketChannel(tls))
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
+        if admit is not None:
+            admit(tls.getpeercert(binary_form=True), host="127.0.0.1", port=port,
+                  channel=SocketChannel(tls))
 
 
 def timed(run: Callable[[], None]) -> float:

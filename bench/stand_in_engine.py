@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -32,8 +33,14 @@ COMPLETION = json.dumps({
                  "finish_reason": "length"}],
     "usage": {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24},
 }).encode()
-EVENT = b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{"content":" word"},"finish_reason":null}]}\n\n'
-USAGE = b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":200,"total_tokens":208}}\n\n'
+EVENT = (
+    b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench",'
+    b'"choices":[{"index":0,"delta":{"content":" word"},"finish_reason":null}]}\n\n'
+)
+USAGE = (
+    b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench",'
+    b'"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":200,"total_tokens":208}}\n\n'
+)
 DONE = b"data: [DONE]\n\n"
 
 
@@ -43,10 +50,12 @@ def chunk(data: bytes) -> bytes:
 
 JSON_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
                  % len(COMPLETION)) + COMPLETION
-STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+               b"transfer-encoding: chunked\r\n\r\n")
 EVENT_CHUNK, USAGE_CHUNK, DONE_CHUNK = chunk(EVENT), chunk(USAGE), chunk(DONE) + b"0\r\n\r\n"
 HEALTH = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-NOT_FOUND = b'HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 22\r\n\r\n{"detail":"Not Found"}'
+NOT_FOUND = (b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+             b'content-length: 22\r\n\r\n{"detail":"Not Found"}')
 
 
 class Engine(asyncio.Protocol):
@@ -120,10 +129,8 @@ def main(argv: list[str]) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -4,7 +4,8 @@ A model is trusted only through its dm-verity root hash, so every refusal says w
 and, where there is one, the expected and the actual value:
 
     LoaderError
-    ├── ModelNameError            a name outside the safe alphabet, or a path that escapes models-dir
+    ├── ModelNameError            a name outside the safe alphabet, or a path that escapes
+    │                             models-dir
     │   └── ModelNotFoundError    a well-formed name with no image under models-dir
     ├── RecordError               the trusted record is missing, malformed or not acceptable
     ├── VerityError

@@ -107,28 +107,28 @@ class ServedCollateral:
 
     def _fetch(self) -> Collateral:
         try:
-            with httpx.Client(
-                verify=_untrusted_transport_context(), timeout=self._timeout
-            ) as client:
-                with client.stream(
-                    "GET", self._url, headers={"Accept": "application/json"}
-                ) as resp:
-                    if resp.status_code != 200:
+            with (
+                httpx.Client(
+                    verify=_untrusted_transport_context(), timeout=self._timeout
+                ) as client,
+                client.stream("GET", self._url, headers={"Accept": "application/json"}) as resp,
+            ):
+                if resp.status_code != 200:
+                    raise EvidenceUnavailableError(
+                        f"collateral request to {self._url} failed",
+                        check="http_status",
+                        expected=200,
+                        actual=resp.status_code,
+                    )
+                body = bytearray()
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_COLLATERAL_SIZE:
                         raise EvidenceUnavailableError(
-                            f"collateral request to {self._url} failed",
-                            check="http_status",
-                            expected=200,
-                            actual=resp.status_code,
+                            "collateral response too large",
+                            check="size",
+                            expected=f"<= {MAX_COLLATERAL_SIZE} bytes",
                         )
-                    body = bytearray()
-                    for chunk in resp.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_COLLATERAL_SIZE:
-                            raise EvidenceUnavailableError(
-                                "collateral response too large",
-                                check="size",
-                                expected=f"<= {MAX_COLLATERAL_SIZE} bytes",
-                            )
         except httpx.HTTPError as exc:
             raise EvidenceUnavailableError(
                 f"collateral request to {self._url} failed: {exc}", check="transport"

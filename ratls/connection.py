@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import socket
-import ssl
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -182,10 +181,18 @@ def _read_response(conn: h11.Connection, channel: ByteChannel) -> tuple[int, byt
             raise EvidenceUnavailableError("server closed the connection", check="transport")
 
 
+class _TlsStream(Protocol):
+    """What `SocketChannel` needs: `ssl.SSLSocket`, or urllib3's `SSLTransport` (TLS in TLS)."""
+
+    def sendall(self, data: bytes, /) -> object: ...
+
+    def recv(self, max_bytes: int, /) -> bytes: ...
+
+
 class SocketChannel:
     """A `ByteChannel` over a blocking TLS socket."""
 
-    def __init__(self, sock: ssl.SSLSocket) -> None:
+    def __init__(self, sock: _TlsStream) -> None:
         self._sock = sock
 
     def send(self, data: bytes) -> None:

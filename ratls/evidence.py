@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,7 +21,7 @@ from ratls.errors import BindingError, EvidenceUnavailableError, NonceError
 from ratls.issuer import Identity
 from ratls.profile import NONCE_MAX_SIZE, RatlsCertificate, check_nonce, nonce_report_data
 
-EVIDENCE_VERSION = 1
+EVIDENCE_VERSION: Final = 1
 # Bounds what a client reads: a quote is 5-8 KB, the event log grows by one event per model load.
 MAX_EVIDENCE_SIZE = 1024 * 1024
 

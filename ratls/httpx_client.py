@@ -195,7 +195,8 @@ class AttestedTransport(httpx.BaseTransport):
                 expected="https",
                 actual=request.url.scheme,
             )
-        assert isinstance(request.stream, httpx.SyncByteStream)
+        if not isinstance(request.stream, httpx.SyncByteStream):
+            raise AssertionError("synchronous transport got an async request stream")
         core_request = httpcore.Request(
             method=request.method,
             url=httpcore.URL(
@@ -210,7 +211,8 @@ class AttestedTransport(httpx.BaseTransport):
         )
         with _httpx_exceptions():
             response = self._pool.handle_request(core_request)
-        assert isinstance(response.stream, Iterable)
+        if not isinstance(response.stream, Iterable):
+            raise AssertionError("synchronous pool returned an async response stream")
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,

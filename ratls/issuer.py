@@ -97,8 +97,8 @@ class IdentitySource(Protocol):
 class IdentityIssuer:
     """Issues and re-issues the RA-TLS identity. Thread-safe; implements `IdentitySource`.
 
-    One key per issuer (docs/design.md: generated at start, never leaves the TD); each issuance is a new
-    certificate with a new quote. `current()` re-issues when the certificate is within
+    One key per issuer (docs/design.md: generated at start, never leaves the TD); each issuance
+    is a new certificate with a new quote. `current()` re-issues when the certificate is within
     `renew_before` of its notAfter (or the clock went back before its notBefore).
     """
 

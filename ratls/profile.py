@@ -64,6 +64,8 @@ MODEL_DIGEST_MAX_SIZE = 64
 MAX_QUOTE_SIZE = 64 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A SAN iPAddress of 8 or 32 octets decodes as a network; it never matches a host address.
+SanIPAddress = IPAddress | ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
@@ -223,7 +225,7 @@ class RatlsCertificate:
     not_before: datetime
     not_after: datetime
     dns_names: tuple[str, ...]
-    ip_addresses: tuple[IPAddress, ...]
+    ip_addresses: tuple[SanIPAddress, ...]
 
     @property
     def report_data(self) -> bytes:

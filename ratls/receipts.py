@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,7 +36,7 @@ from ratls.errors import IncompleteReceiptError, ReceiptChainError, ReceiptError
 from ratls.profile import MODEL_DIGEST_OID
 from ratls.signing import canonical_json, certificate_sha256, sign_bytes, verify_bytes
 
-RECEIPT_TYPE = "appliance.receipt.v1"
+RECEIPT_TYPE: Final = "appliance.receipt.v1"
 
 # How the response ended: sent whole, or a stream cut by the client or by the engine.
 Outcome = Literal["complete", "client_disconnected", "engine_failed"]

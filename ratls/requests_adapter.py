@@ -10,12 +10,14 @@ Proxies are refused: a proxy-managed pool would not use the attesting connection
 from __future__ import annotations
 
 import functools
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
+from urllib3.util.ssltransport import SSLTransport
 
 from ratls.clock import Clock, system_clock
 from ratls.connection import ConnectionGate, SocketChannel
@@ -24,6 +26,8 @@ from ratls.misdirected import send_retrying_misdirected
 from ratls.tls import client_ssl_context
 
 if TYPE_CHECKING:
+    from requests.adapters import _HostParams, _PoolKwargs
+
     from ratls.verifier import RatlsVerifier
 
 
@@ -35,12 +39,15 @@ class _AttestedHTTPSConnection(HTTPSConnection):
         try:
             if self.gate is None:
                 raise RatlsError("connection has no RA-TLS gate", check="gate")
-            certificate = self.sock.getpeercert(binary_form=True)
+            sock = self.sock
+            if not isinstance(sock, (ssl.SSLSocket, SSLTransport)):
+                raise RatlsError("connection is not TLS", check="peer_certificate")
+            certificate = sock.getpeercert(binary_form=True)
             if not certificate:
                 raise RatlsError("server presented no certificate", check="peer_certificate")
-            self.gate.admit(
-                certificate, host=self.host, port=self.port, channel=SocketChannel(self.sock)
-            )
+            # urllib3 types SSLTransport.recv as int | bytes; called without a buffer it is bytes.
+            channel = SocketChannel(sock)  # type: ignore[arg-type]
+            self.gate.admit(certificate, host=self.host, port=self.port, channel=channel)
         except BaseException:
             self.close()
             raise
@@ -57,7 +64,8 @@ class _AttestedPool(HTTPSConnectionPool):
 
     def _new_conn(self) -> _AttestedHTTPSConnection:
         conn = super()._new_conn()
-        assert isinstance(conn, _AttestedHTTPSConnection)
+        if not isinstance(conn, _AttestedHTTPSConnection):
+            raise AssertionError("pool built a connection of the wrong class")
         conn.gate = self._gate
         return conn
 
@@ -92,7 +100,7 @@ class AttestedAdapter(HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[_HostParams, _PoolKwargs]:
         host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
         if host_params["scheme"] != "https":
             raise RatlsError(
@@ -105,7 +113,8 @@ class AttestedAdapter(HTTPAdapter):
         return host_params, {
             "ssl_context": self._ssl_context,
             "cert_reqs": "CERT_NONE",
-            "assert_hostname": False,
+            # types-requests' _PoolKwargs omits assert_hostname, which urllib3 pools accept.
+            "assert_hostname": False,  # type: ignore[typeddict-unknown-key]
         }
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:

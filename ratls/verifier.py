@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from attest.errors import AttestError, PolicyError
-from checks.errors import show
 from attest.quote import Quote, parse_quote
 from attest.rtmr import RtmrEvent, event_digest, verify_replay
 from attest.verify import DcapVerifier
+from checks.errors import show
 from ratls.clock import Clock
 from ratls.collateral import CollateralSource, earliest_next_update
 from ratls.errors import (
@@ -188,6 +188,7 @@ class RatlsVerifier:
             run.passed("hostname", "certificate", hostname, "in subject alternative names")
 
         # 2. The evidence: the certificate's quote, or the nonce answer for this connection.
+        binding_mode: Literal["certificate", "nonce"]
         if evidence is not None and nonce is not None:
             check_nonce_evidence(evidence, nonce, cert)
             run.passed("nonce_echo", "binding", nonce.hex(), evidence.nonce)

@@ -62,7 +62,7 @@ def test_no_tracked_file_refers_outside_the_repository() -> None:
     ("name", "text"),
     [
         ("README.md", "see ../shared/DESIGN.md"),
-        ("loader/x.py", "# ../shared/notes/ENGINE.md §2"),
+        ("loader/x.py", "# ../shared/notes/docs/engine.md §2"),
         ("tests/x.py", "VECTORS = Path('/work/shared/vectors')"),
         ("docs/x.md", "[design](../../DESIGN.md)"),
         ("docs/x.md", "[missing](missing.md)"),

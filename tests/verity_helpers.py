@@ -1,7 +1,8 @@
 """Helpers for the dm-verity tests: deterministic data, the real veritysetup, libcryptsetup.
 
 veritysetup (Debian cryptsetup-bin) and libcryptsetup (via ctypes) are independent references:
-`format`, `verify` and `dump` run entirely in userspace, without device-mapper (fact sheet §1, §4).
+`format`, `verify` and `dump` run entirely in userspace, without device-mapper
+(docs/verity.md §1, §4).
 The root hash is always passed as an argument, never with --root-hash-file (which makes
 veritysetup 2.6 succeed when the file is missing).
 """

@@ -1,1 +1,4 @@
-"""The channel between the supervisor and the API workers: the control socket and the shared state file."""
+"""The channel between the supervisor and the API workers.
+
+The control socket and the shared state file.
+"""

@@ -88,9 +88,10 @@ def _make_handler(routes: dict[tuple[str, str], Route]) -> type[BaseHTTPRequestH
                 route = routes.get((method, url.path))
                 if route is None:
                     raise NotFound(f"no control route {method} {url.path}")
-                status, document = route(ControlRequest(
-                    method, url.path, {k: v[-1] for k, v in parse_qs(url.query).items()}, self._json_body()
-                ))
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                status, document = route(
+                    ControlRequest(method, url.path, query, self._json_body())
+                )
                 payload = json.dumps(document).encode()
             except ApiError as error:
                 status, payload = error.status, error.body()
@@ -141,7 +142,8 @@ class ControlClient:
             status, data = response.status, response.read()
         except OSError as exc:
             raise ServiceUnavailable(
-                "the supervisor is not answering on its control socket", code="supervisor_unavailable"
+                "the supervisor is not answering on its control socket",
+                code="supervisor_unavailable",
             ) from exc
         finally:
             connection.close()

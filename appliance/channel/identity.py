@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from ratls.errors import IssuanceError
 from ratls.issuer import Identity
 
 
@@ -25,9 +27,13 @@ def identity_document(identity: Identity) -> dict[str, Any]:
 
 def identity_from_document(document: dict[str, Any]) -> Identity:
     """The inverse of `identity_document`."""
+    private_key = load_pem_private_key(document["private_key_pem"].encode(), None)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        # An RA-TLS identity key is always EC; any other key cannot match the certificate.
+        raise IssuanceError("private key does not match the certificate", check="key_match")
     return Identity.from_parts(
         generation=int(document["generation"]),
-        private_key=load_pem_private_key(document["private_key_pem"].encode(), None),
+        private_key=private_key,
         certificate_der=bytes.fromhex(document["certificate_der"]),
         tee=document["tee"],
     )

@@ -55,8 +55,8 @@ class SharedState:
 
 
 NOT_STARTED = SharedState(
-    status={"proxy_status": "idle", "proxy_message": "supervisor not started", "proxy_progress": 0.0,
-            "loaded_model": None, "loaded_model_digest": None},
+    status={"proxy_status": "idle", "proxy_message": "supervisor not started",
+            "proxy_progress": 0.0, "loaded_model": None, "loaded_model_digest": None},
     identity_generation=-1,
 )
 

@@ -8,11 +8,31 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import activator, attest, collateral, model, portal, quote, serve, simulated, verity
+from appliance.cli import (
+    activator,
+    attest,
+    collateral,
+    model,
+    portal,
+    quote,
+    serve,
+    simulated,
+    verity,
+)
 
 # Each module has `register(subparsers)`, which adds its commands and sets `func` on their parsers:
 # `func(args) -> int` returns the exit status.
-COMMAND_MODULES: tuple[ModuleType, ...] = (quote, verity, model, serve, activator, collateral, simulated, attest, portal)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    quote,
+    verity,
+    model,
+    serve,
+    activator,
+    collateral,
+    simulated,
+    attest,
+    portal,
+)
 
 EXIT_USAGE = 2
 
@@ -20,7 +40,9 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appliance",
-        description="Confidential inference appliance: TDX evidence, RA-TLS, verified model images.",
+        description=(
+            "Confidential inference appliance: TDX evidence, RA-TLS, verified model images."
+        ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attest.collateral import collateral_from_bundle_json
 from attest.errors import AttestError
@@ -24,6 +25,9 @@ from ratls.errors import AttestationRefused, RatlsError
 from ratls.httpx_client import httpx_client_for
 from ratls.policy import AppraisalPolicy
 from ratls.verifier import RatlsVerifier
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -173,10 +177,15 @@ def run_chat(args: argparse.Namespace) -> int:
     http_client = httpx_client_for(gate)
     base_url = args.url.rstrip("/").removesuffix("/v1") + "/v1"
     # No retries: a refused attestation is not transient, and each retry would reconnect.
+    # The SDK accepts a legacy `httpx.Client` at runtime (is_legacy_httpx_sync_client) but
+    # annotates `http_client` as `httpx2.Client` only.
     client = openai.OpenAI(
-        base_url=base_url, api_key=args.api_key, http_client=http_client, max_retries=0
+        base_url=base_url,
+        api_key=args.api_key,
+        http_client=http_client,  # type: ignore[arg-type]
+        max_retries=0,
     )
-    messages = [{"role": "user", "content": args.prompt}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": args.prompt}]
     try:
         if args.stream:
             for chunk in client.chat.completions.create(

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", type=Path, metavar="FILE", help="appraisal policy (TOML/JSON)")
     parser.add_argument("--sim-root", type=Path, metavar="PEM",
                         help="trust this SIMULATED root instead of Intel's (development only)")
-    parser.add_argument("--pccs-url", metavar="URL", help="collateral from a PCCS (default Intel PCS)")
+    parser.add_argument("--pccs-url", metavar="URL",
+                        help="collateral from a PCCS (default Intel PCS)")
     parser.add_argument("--no-nonce", action="store_true",
                         help="certificate binding only (default: a fresh quote for a nonce)")
     parser.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT")
@@ -68,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     class PortalServer(BaseApplication):
         def load_config(self) -> None:
-            options: dict[str, Any] = {"bind": f"{host}:{port}", "worker_class": "gthread",
-                                       "workers": 1, "threads": 8, "logger_class": GunicornJsonLogger}
+            options: dict[str, Any] = {
+                "bind": f"{host}:{port}", "worker_class": "gthread",
+                "workers": 1, "threads": 8, "logger_class": GunicornJsonLogger,
+            }
             for key, value in options.items():
                 self.cfg.set(key, value)
 

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from attest.collateral import Collateral, collateral_from_bundle_json
-from attest.errors import AttestError, FormatError
+from attest.errors import AttestError, FormatError, PolicyError
 from attest.pck import pck_extension_of
 from attest.policy import Policy, load_policy, validate
 from attest.quote import Quote, parse_quote
@@ -176,7 +176,7 @@ def verify_one(
         line["verified"] = True
     except AttestError as exc:
         line["error"] = exc.to_dict()
-        if getattr(exc, "checks", None):
+        if isinstance(exc, PolicyError) and exc.checks:
             line["policy"] = [check.to_dict() for check in exc.checks]
         log.debug("quote rejected: %s", exc)
     return line
@@ -226,7 +226,8 @@ def describe_quote(quote: Quote) -> dict[str, Any]:
         "qe_auth_data": quote.certification_data.qe_auth_data.hex(),
         "padding_bytes": len(quote.padding),
     }
-    if body.is_td15:
+    # TD report 1.5 (`body.is_td15`): the body validates that both fields are set or both absent.
+    if body.tee_tcb_svn2 is not None and body.mr_service_td is not None:
         fields["td_report"]["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
         fields["td_report"]["mr_service_td"] = body.mr_service_td.hex()
     fields["pck_chain"] = [_describe_certificate(der) for der in quote.pck_cert_chain]

@@ -3,7 +3,8 @@
 Every flag is also an `APPLIANCE_*` environment variable (flag wins). Pass secrets through the
 environment (`APPLIANCE_LOAD_TOKEN` or `LOAD_TOKEN`, `APPLIANCE_MANAGEMENT_TOKEN`): flags show
 in `ps`. Under systemd, `LoadCredential=load_token:...` (and `management_token`) is better
-still. Repeatable flags (`--hostname`, `--engine-arg`, `--engine-env`) take a JSON list in the environment.
+still. Repeatable flags (`--hostname`, `--engine-arg`, `--engine-env`) take a JSON list in the
+environment.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--management-url", metavar="URL", help="management plane for status pushes")
     add("--management-token", metavar="TOKEN",
         help="bearer token for status pushes (prefer APPLIANCE_MANAGEMENT_TOKEN)")
-    add("--enclave-id", metavar="ID", help="this appliance's id in status pushes (default hostname)")
-    add("--push-interval", type=float, metavar="S", help="seconds between status pushes (default 30)")
+    add("--enclave-id", metavar="ID",
+        help="this appliance's id in status pushes (default hostname)")
+    add("--push-interval", type=float, metavar="S",
+        help="seconds between status pushes (default 30)")
     parser.set_defaults(func=run)
 
 
@@ -87,7 +90,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     # the setting (load_token, management_token): neither argv nor the environment then holds them.
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
-        return Settings(_secrets_dir=credentials, **given)
+        # The pydantic mypy plugin's synthesized __init__ lists only the fields, not BaseSettings'
+        # init-only `_secrets_dir` (pydantic-settings documents it as an init argument).
+        return Settings(_secrets_dir=credentials, **given)  # type: ignore[call-arg]
     return Settings(**given)
 
 

@@ -28,8 +28,8 @@ EXIT_CORRUPT = 2  # corrupted data or hash tree
 DEFAULT_SALT_SIZE = 32
 PROGRESS_MIN_SIZE = 64 << 20  # show progress only where it takes long enough to matter
 
-_DEFAULTS = {
-    "hash": "sha256",
+_DEFAULT_HASH = "sha256"
+_INT_DEFAULTS = {
     "data_block_size": 4096,
     "hash_block_size": 4096,
     "format": 1,
@@ -85,7 +85,7 @@ def run_format(args: argparse.Namespace) -> int:
         superblock = not args.no_superblock
         params = VerityParams(
             data_blocks=data_blocks,
-            hash_algorithm=_option(args, "hash"),
+            hash_algorithm=_hash_option(args),
             hash_format=_option(args, "format"),
             data_block_size=block_size,
             hash_block_size=_option(args, "hash_block_size"),
@@ -159,7 +159,7 @@ def _verify_params(args: argparse.Namespace) -> VerityParams:
         block_size = _option(args, "data_block_size")
         return VerityParams(
             data_blocks=args.data_blocks or os.stat(args.data).st_size // block_size,
-            hash_algorithm=_option(args, "hash"),
+            hash_algorithm=_hash_option(args),
             hash_format=_option(args, "format"),
             data_block_size=block_size,
             hash_block_size=_option(args, "hash_block_size"),
@@ -195,9 +195,15 @@ def _read_superblock_params(hash_path: str, hash_offset: int) -> VerityParams:
     return parse_superblock(raw).to_params(hash_offset)
 
 
-def _option(args: argparse.Namespace, name: str) -> object:
-    value = getattr(args, name)
-    return _DEFAULTS[name] if value is None else value
+def _option(args: argparse.Namespace, name: str) -> int:
+    # argparse stores these with type=int (or None when omitted).
+    value: int | None = getattr(args, name)
+    return _INT_DEFAULTS[name] if value is None else value
+
+
+def _hash_option(args: argparse.Namespace) -> str:
+    value: str | None = args.hash
+    return _DEFAULT_HASH if value is None else value
 
 
 def _parse_salt(text: str) -> bytes:

@@ -54,9 +54,11 @@ def verifier_for(config: PortalConfig, url: str, clock: Clock) -> RatlsVerifier:
                          clock=clock)
 
 
+MakeVerifier = Callable[[PortalConfig, str, Clock], RatlsVerifier]
+
+
 def create_portal_app(config: PortalConfig, *, clock: Clock,
-                      make_verifier: Callable[[PortalConfig, str, Clock], RatlsVerifier] = verifier_for
-                      ) -> Flask:
+                      make_verifier: MakeVerifier = verifier_for) -> Flask:
     app = Flask("appliance.portal.app")
 
     @app.get("/api/v1/apps/<app_id>/attest")
@@ -66,7 +68,8 @@ def create_portal_app(config: PortalConfig, *, clock: Clock,
             raise NotFound(f"no app {app_id[:64]!r}", param="id", code="app_not_found")
         result = probe(url, make_verifier(config, url, clock), clock=clock,
                        require_nonce=config.require_nonce)
-        log.info("attested app %s at %s: %s", app_id, url, "verified" if result.verified else "refused")
+        outcome = "verified" if result.verified else "refused"
+        log.info("attested app %s at %s: %s", app_id, url, outcome)
         return Response(result.model_dump_json(), mimetype="application/json")
 
     @app.errorhandler(Exception)

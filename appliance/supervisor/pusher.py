@@ -62,7 +62,7 @@ class StatusPusher:
         self._metrics = metrics
         self._client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
         self._backoff = backoff
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not a secret
         self._lock = threading.Lock()
         self._latest: dict[str, Any] | None = None
         self._changed = threading.Event()

@@ -30,6 +30,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from appliance.channel.control import ControlRequest, ControlServer
+from appliance.channel.identity import identity_document
+from appliance.channel.shared_state import SharedState, publish
 from appliance.errors import (
     ApiError,
     BadRequest,
@@ -38,15 +40,13 @@ from appliance.errors import (
     ServiceUnavailable,
     StartupError,
 )
-from appliance.channel.identity import identity_document
 from appliance.metrics import Metrics
-from appliance.supervisor.pusher import StatusPusher
 from appliance.settings import Settings
-from appliance.channel.shared_state import SharedState, publish
+from appliance.supervisor.pusher import StatusPusher
 from appliance.supervisor.tee import TeeServices, build_tee
 from attest.errors import AttestError
-from loader.activator.dm_verity import DmVerityActivator
 from loader.activator.client import ActivatorClient
+from loader.activator.dm_verity import DmVerityActivator
 from loader.engine.kinds import VllmEngine
 from loader.errors import (
     ExpectedDigestMismatchError,
@@ -59,10 +59,10 @@ from loader.errors import (
     RecordError,
 )
 from loader.images.model_image import materialize_verified
-from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
-from loader.settings import LoaderSettings
 from loader.lifecycle.model_source import Materialize
+from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
 from loader.lifecycle.status import StatusSnapshot
+from loader.settings import LoaderSettings
 from ratls.errors import RatlsError
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.issuer import Identity, IdentityIssuer
@@ -147,7 +147,8 @@ class Supervisor:
     def run_api_server(self) -> int:
         """Starts gunicorn and waits until it exits or a stop is requested; returns an exit code."""
         self._api = subprocess.Popen(
-            [sys.executable, "-m", "appliance.worker.server"], env=api_server_environment(self._settings),
+            [sys.executable, "-m", "appliance.worker.server"],
+            env=api_server_environment(self._settings),
         )
         log.info("API server started (pid %d) on %s", self._api.pid, self._settings.listen)
         while not self._stopping.is_set():
@@ -279,7 +280,8 @@ class Supervisor:
         if not settings.management_url:
             return None
         token = settings.management_token
-        assert isinstance(token, SecretStr)  # Settings requires it with a URL
+        if not isinstance(token, SecretStr):  # Settings requires it with a URL
+            raise StartupError("--management-url needs --management-token")
 
         def sign(payload: dict[str, Any]) -> dict[str, Any]:
             identity = self._issuer.current()
@@ -321,7 +323,10 @@ def lifecycle_errors() -> Iterator[None]:
 
 def api_server_environment(settings: Settings) -> dict[str, str]:
     """The gunicorn child's environment: the settings it needs, none of the management secrets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_") and k != "LOAD_TOKEN"}
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("APPLIANCE_") and k != "LOAD_TOKEN"
+    }
     for name in Settings.model_fields:
         if name in ("management_url", "management_token"):
             continue
@@ -351,8 +356,9 @@ def prepare_state_dir(settings: Settings) -> None:
     for path in (settings.models_dir, settings.roothash_dir):
         if not path.is_dir():
             raise StartupError(f"{path} is not a directory")
-    if Path(settings.vllm_bin).name == settings.vllm_bin and shutil.which(settings.vllm_bin) is None:
-        raise StartupError(f"the engine executable {settings.vllm_bin!r} is not on PATH (--vllm-bin)")
+    vllm_bin = settings.vllm_bin
+    if Path(vllm_bin).name == vllm_bin and shutil.which(vllm_bin) is None:
+        raise StartupError(f"the engine executable {vllm_bin!r} is not on PATH (--vllm-bin)")
 
 
 def model_access(settings: Settings) -> Materialize:
@@ -377,7 +383,9 @@ def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Su
         state_dir=settings.state_dir / "lifecycle",
     )
     vllm_bin = Path(shutil.which(settings.vllm_bin) or settings.vllm_bin).resolve()
-    make_engine = VllmEngine.cpu_development if settings.engine_profile == "cpu" else VllmEngine.production
+    make_engine = (
+        VllmEngine.cpu_development if settings.engine_profile == "cpu" else VllmEngine.production
+    )
     engine = make_engine(vllm_bin, port=settings.vllm_port, extra_args=settings.engine_arg,
                          env=settings.engine_environment)
     materialize = model_access(settings)

@@ -1,1 +1,4 @@
-"""The API worker process: RA-TLS HTTP serving, the inference proxy, receipts, and the Flask routes."""
+"""The API worker process.
+
+RA-TLS HTTP serving, the inference proxy, receipts, and the Flask routes.
+"""

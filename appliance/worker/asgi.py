@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from appliance.worker.routes import WorkerServices
+from appliance.errors import ApiError, MethodNotAllowed, PayloadTooLarge
 from appliance.worker.asgi_http import (
     ClientGone,
     Receive,
@@ -23,8 +23,8 @@ from appliance.worker.asgi_http import (
     send_error,
     tls_connection,
 )
-from appliance.errors import ApiError, MethodNotAllowed, PayloadTooLarge
 from appliance.worker.proxy import INFERENCE_ROUTES
+from appliance.worker.routes import WorkerServices
 from appliance.worker.wsgi_bridge import WsgiBridge
 from ratls.issuer import Identity
 from ratls.server import presented_identity

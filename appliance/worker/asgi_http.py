@@ -22,7 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
-class ClientGone(Exception):  # noqa: N818 (an event, not an error: nothing is answered)
+class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 

@@ -196,7 +196,9 @@ class EngineClient:
             # A kept-alive connection the engine had closed; nothing reached it, so retrying once
             # on a fresh connection cannot duplicate the request.
             if not reused:
-                raise UpstreamError("the engine closed a new connection without answering") from None
+                raise UpstreamError(
+                    "the engine closed a new connection without answering"
+                ) from None
         try:
             return await self._exchange(await self._connect(), message)
         except _StaleConnection:

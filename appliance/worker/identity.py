@@ -15,7 +15,10 @@ from ratls.issuer import Identity
 
 
 class SupervisorIdentitySource:
-    """ratls `IdentitySource` for a worker: the supervisor's identity, re-fetched on a new generation."""
+    """ratls `IdentitySource` for a worker.
+
+    The supervisor's identity, re-fetched on a new generation.
+    """
 
     def __init__(self, state: StateSource, supervisor: Supervisor) -> None:
         self._state = state

@@ -1,4 +1,4 @@
-"""The OpenAI pass-through: inference requests go to the engine byte for byte, streams event by event.
+"""The OpenAI pass-through: requests go to the engine byte for byte, streams event by event.
 
 Only what routing needs is read from a request: it must be a JSON object, `model` must name the
 served model, `stream` (if present) must be a boolean. The body is forwarded unchanged and the
@@ -19,12 +19,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from appliance.worker.asgi_http import Receive, Send, send_response
+from appliance.channel.shared_state import SharedState
 from appliance.errors import ApiError, BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
 from appliance.metrics import Metrics
-from appliance.channel.shared_state import SharedState
+from appliance.worker.asgi_http import Receive, Send, send_response
 from appliance.worker.engine_client import EngineClient, EngineResponse
 from ratls.issuer import Identity
 from ratls.receipts import Outcome
@@ -52,6 +52,16 @@ class ExchangeRecord:
     usage: dict[str, Any] | None
     streamed: bool
     outcome: Outcome
+
+
+class _ExchangeFacts(TypedDict):
+    """The fields of an `ExchangeRecord` known once the engine's response headers are in."""
+
+    receipt_id: str
+    route: str
+    model: str
+    request_sha256: str
+    status: int
 
 
 # Builds, signs (with the given identity) and stores the receipt for one exchange
@@ -86,15 +96,18 @@ def parse_routing_fields(body: bytes, served: SharedState) -> tuple[str, bool]:
     if not served.ready:
         raise ServiceUnavailable(f"no model is ready (status: {served.status.get('proxy_status')})")
     if model != served.model:
-        raise NotFound(f"the model `{model}` does not exist; this appliance serves `{served.model}`",
-                       param="model", code="model_not_found")
+        raise NotFound(
+            f"the model `{model}` does not exist; this appliance serves `{served.model}`",
+            param="model", code="model_not_found",
+        )
     return model, stream
 
 
 class InferenceProxy:
     """The native ASGI handler of an inference request, once its body is read and checked."""
 
-    def __init__(self, engine: EngineClient, record_receipt: RecordReceipt, metrics: Metrics) -> None:
+    def __init__(self, engine: EngineClient, record_receipt: RecordReceipt,
+                 metrics: Metrics) -> None:
         self._engine = engine
         self._record = record_receipt
         self._metrics = metrics
@@ -113,7 +126,8 @@ class InferenceProxy:
         # request is cancelled then, which drops the engine's connection, so that the engine
         # aborts the generation instead of finishing it for nobody.
         request = asyncio.current_task()
-        assert request is not None
+        if request is None:
+            raise RuntimeError("an inference request is forwarded from inside an asyncio task")
         watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
         watcher.add_done_callback(lambda done: done.cancelled() or request.cancel())
         try:
@@ -132,7 +146,7 @@ class InferenceProxy:
         upstream = await self._engine.request("POST", route, body)
         headers = upstream.passthrough_headers()
         headers.append((_RECEIPT_HEADER_NAME, receipt_id.encode()))
-        facts = {"receipt_id": receipt_id, "route": route, "model": model,
+        facts: _ExchangeFacts = {"receipt_id": receipt_id, "route": route, "model": model,
                  "request_sha256": request_sha256, "status": upstream.status}
         content_type = upstream.header(b"content-type") or b""
         if content_type.startswith(b"text/event-stream"):
@@ -157,7 +171,7 @@ class InferenceProxy:
         self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
         await send_response(send, upstream.status, headers, payload)
 
-    async def _relay(self, route: str, upstream: EngineResponse, facts: dict[str, Any],
+    async def _relay(self, route: str, upstream: EngineResponse, facts: _ExchangeFacts,
                      identity: Identity, send: Send) -> None:
         """Relays the stream event by event. The response has started: nothing is raised but a
         cancellation (the client went: the outcome stays "client_disconnected")."""

@@ -114,7 +114,9 @@ class ReceiptLog:
         db = getattr(self._local, "db", None)
         if db is None:
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE above).
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+            db = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30
+            )
             # WAL + NORMAL: a commit is durable once the WAL is checkpointed; a power cut can lose
             # the last receipts but never corrupt the chain.
             db.execute("PRAGMA synchronous=NORMAL")

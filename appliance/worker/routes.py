@@ -1,10 +1,10 @@
 """The Flask app of every route but inference: `create_app(settings, services)`.
 
-The API workers serve it through `appliance.worker.wsgi_bridge` (the inference routes are native ASGI,
-`appliance.worker.asgi`). Workers are stateless: the model state comes from the supervisor's shared
-state file (one `stat()` per request), lifecycle operations, nonce evidence and collateral from
-its control socket, and receipts are read from the shared SQLite log. Every error is the OpenAI
-envelope, through the one error handler below.
+The API workers serve it through `appliance.worker.wsgi_bridge` (the inference routes are native
+ASGI, `appliance.worker.asgi`). Workers are stateless: the model state comes from the
+supervisor's shared state file (one `stat()` per request), lifecycle operations, nonce evidence
+and collateral from its control socket, and receipts are read from the shared SQLite log. Every
+error is the OpenAI envelope, through the one error handler below.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 
+from appliance.channel.shared_state import SharedState
 from appliance.errors import (
     ApiError,
     BadRequest,
@@ -29,10 +32,9 @@ from appliance.errors import (
     Unauthorized,
 )
 from appliance.metrics import Metrics
+from appliance.settings import Settings
 from appliance.worker.proxy import InferenceProxy, parse_json_object
 from appliance.worker.receipt_log import ReceiptLog
-from appliance.settings import Settings
-from appliance.channel.shared_state import SharedState
 from appliance.worker.wsgi_bridge import TLS_CONNECTION_ENVIRON
 from ratls.issuer import Identity, IdentitySource
 from ratls.server import presented_identity
@@ -63,10 +65,16 @@ class WorkerServices:
     metrics: Metrics
 
 
+class _InsertionOrderJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with keys in the order the documents build them."""
+
+    sort_keys = False
+
+
 def create_app(settings: Settings, services: WorkerServices) -> Flask:
     app = Flask("appliance")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json = _InsertionOrderJSONProvider(app)
     metrics = services.metrics
     supervisor = services.supervisor
 
@@ -87,7 +95,7 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         response = Response(error.body(), status=error.status, mimetype="application/json")
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="appliance lifecycle"'
-        if isinstance(exc, HTTPException) and exc.code == 405:
+        if isinstance(exc, RoutingMethodNotAllowed):
             allowed = exc.valid_methods or []
             response.headers["Allow"] = ", ".join(allowed)
         return response
@@ -116,7 +124,9 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a non-empty string", param="model")
         digest = document.get("digest")
-        if digest is not None and (not isinstance(digest, str) or not _HEX.fullmatch(digest) or not digest):
+        if digest is not None and (
+            not isinstance(digest, str) or not _HEX.fullmatch(digest) or not digest
+        ):
             raise BadRequest("`digest` must be a hex string", param="digest")
         body = {"model": model} | ({"digest": digest.lower()} if digest else {})
         return jsonify(supervisor.call("POST", "/load", body)), 202

@@ -13,26 +13,28 @@ certificate and key over the control socket.
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry
 
-from appliance.worker.routes import WorkerServices, create_app
-from appliance.worker.asgi import ApplianceAsgi
-from appliance.worker.uvicorn_worker import ApplianceWorker
 from appliance.channel.control import ControlClient
-from appliance.worker.identity import SupervisorIdentitySource
+from appliance.channel.shared_state import SharedStateReader
 from appliance.logs import GunicornJsonLogger
 from appliance.metrics import Metrics, mark_worker_dead
+from appliance.settings import Settings
+from appliance.worker.asgi import ApplianceAsgi
+from appliance.worker.engine_client import EngineClient, EngineEndpoint
+from appliance.worker.identity import SupervisorIdentitySource
 from appliance.worker.proxy import InferenceProxy
 from appliance.worker.receipt_log import ReceiptLog
 from appliance.worker.receipts import ReceiptRecorder
-from appliance.settings import Settings
-from appliance.channel.shared_state import SharedStateReader
-from appliance.worker.engine_client import EngineClient, EngineEndpoint
+from appliance.worker.routes import WorkerServices, create_app
+from appliance.worker.uvicorn_worker import ApplianceWorker
 from appliance.worker.wsgi_bridge import WsgiBridge
 from ratls.server import RotatingServerContext
 
@@ -54,7 +56,8 @@ def build_worker(settings: Settings) -> tuple[ApplianceAsgi, RotatingServerConte
     engine = EngineClient(EngineEndpoint("127.0.0.1", settings.vllm_port,
                                          idle_timeout=settings.upstream_idle_timeout))
     services = WorkerServices(
-        state=state, identity=identity, supervisor=control, proxy=InferenceProxy(engine, recorder.record, metrics),
+        state=state, identity=identity, supervisor=control,
+        proxy=InferenceProxy(engine, recorder.record, metrics),
         receipts=receipts, metrics=metrics,
     )
     other_routes = WsgiBridge(create_app(settings, services), settings.threads,
@@ -96,8 +99,11 @@ class ApiServer(BaseApplication):
         app, self._tls = build_worker(self._settings)
         return app
 
-    def _ssl_context(self, config: Any, default_factory: Any):
-        assert self._tls is not None, "the worker's app is loaded before it accepts connections"
+    def _ssl_context(
+        self, config: Any, default_factory: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
+        if self._tls is None:
+            raise RuntimeError("the worker's app is loaded before it accepts connections")
         return self._tls.gunicorn_hook(config, default_factory)
 
 

@@ -19,7 +19,7 @@ import logging
 import signal
 import ssl
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -34,7 +34,7 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 100
 
 
-class HeadTooLarge(Exception):  # noqa: N818 (raised in a parser callback: llhttp reports a 400)
+class HeadTooLarge(Exception):
     """The request line and headers exceed MAX_HEAD_BYTES or MAX_HEADER_FIELDS."""
 
 
@@ -136,7 +136,7 @@ class _CoalescingTransport:
 
 
 class ApplianceWorker(UvicornWorker):
-    CONFIG_KWARGS: dict[str, Any] = {
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "uvloop",
         "http": RatlsHttpToolsProtocol,
         "ws": "none",

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from appliance.worker.asgi_http import Receive, Scope, Send, read_body, send_response, tls_connection
+from appliance.worker.asgi_http import (
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_response,
+    tls_connection,
+)
 
 TLS_CONNECTION_ENVIRON = "appliance.tls_connection"
 

@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 from collections.abc import Callable
+from typing import cast
 
 from attest.errors import (
     ProviderUnavailableError,
@@ -171,4 +172,5 @@ class LibTdxAttest:
             ) from None
         function.argtypes = argtypes
         function.restype = ctypes.c_uint32
-        return function
+        # restype c_uint32: ctypes converts every result to an int.
+        return cast("Callable[..., int]", function)

@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -108,7 +109,7 @@ def _platform_to_json(platform: SimulatedPlatform) -> dict[str, Any]:
 
 def _platform_from_json(values: dict[str, Any]) -> SimulatedPlatform:
     """Rebuild the platform; SimulatedPlatform itself checks every size and range."""
-    converted = {}
+    converted: dict[str, Any] = {}
     for name, value in values.items():
         kind = SimulatedPlatform.__dataclass_fields__.get(name)
         if kind is None:
@@ -455,8 +456,8 @@ def _certificate(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _public_der(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
+def _public_der(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 

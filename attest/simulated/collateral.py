@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -111,7 +112,7 @@ def simulated_collateral(
     )
 
 
-def _compact(document: dict) -> str:
+def _compact(document: dict[str, Any]) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -121,10 +122,10 @@ def _tcb_info(
     next_update: dt.datetime,
     tcb_status: TcbStatus,
     advisory_ids: Sequence[str],
-) -> dict:
+) -> dict[str, Any]:
     platform = authority.platform
     zero_signer = "00" * 48
-    level: dict = {
+    level: dict[str, Any] = {
         "tcb": {
             "sgxtcbcomponents": [{"svn": svn} for svn in platform.sgx_tcb_components],
             "pcesvn": platform.pce_svn,
@@ -170,7 +171,7 @@ def _tcb_info(
 
 def _qe_identity(
     authority: SimulatedAuthority, issue: dt.datetime, next_update: dt.datetime
-) -> dict:
+) -> dict[str, Any]:
     platform = authority.platform
     attributes = bytes(
         a & m for a, m in zip(platform.qe_attributes, QE_IDENTITY_ATTRIBUTES_MASK, strict=True)

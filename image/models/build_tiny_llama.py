@@ -1,4 +1,5 @@
-"""Build the tiny random Llama of ENGINE.md §3(a) into a directory, deterministically, offline.
+"""Build the tiny random Llama of docs/engine.md §3(a) into a directory, deterministically,
+offline.
 
 Run with the engine venv's Python (it needs torch, transformers and tokenizers):
 
@@ -8,7 +9,7 @@ The model (590k parameters, 2.4 MB) has random weights: its text is junk, but vL
 endpoint with it and starts in ~20 s, so it is the fixture of the real-engine test tier. The same
 interpreter and library versions give byte-identical files.
 
-Steps (ENGINE.md §3(a)):
+Steps (docs/engine.md §3(a)):
  1. corpus: Python's pydoc topics and the system's common licence texts, in a fixed order;
  2. byte-level BPE tokenizer, vocabulary 2048, three special tokens;
  3. a fast tokenizer with bos/eos/pad and a ChatML chat template;
@@ -27,6 +28,7 @@ from staging import build_into  # image/models/staging.py, beside this script
 
 LICENSES = Path("/usr/share/common-licenses")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+ENDOFTEXT, _IM_START, IM_END = SPECIAL_TOKENS
 VOCABULARY_SIZE = 2048
 MAX_LENGTH = 512
 CHAT_TEMPLATE = (
@@ -75,9 +77,9 @@ def build(out: Path) -> None:
     # 3. The tokenizer as transformers wants it, with a chat template.
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        bos_token=ENDOFTEXT,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
         model_max_length=MAX_LENGTH,
     )
     fast.chat_template = CHAT_TEMPLATE

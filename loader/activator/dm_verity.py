@@ -5,9 +5,9 @@
     mount -t <fs> -o ro,nodev,nosuid,noexec /dev/mapper/<dm-name> <private dir>
 
 Nothing on disk is trusted: `--no-superblock` with every parameter from the trusted record (an
-attacker-chosen superblock could otherwise shrink the data or reshape the tree, DM-VERITY.md
+attacker-chosen superblock could otherwise shrink the data or reshape the tree, docs/verity.md
 §3.8.1), and the root hash is an argument, never `--root-hash-file` (a missing file makes
-veritysetup 2.6 succeed without a root hash; fact sheet §1, pitfalls). The kernel then checks
+veritysetup 2.6 succeed without a root hash; docs/verity.md §1, pitfalls). The kernel then checks
 every block as it is read; a corrupted block reads as EIO.
 
 This cannot run on dev/CI machines (no device-mapper in their kernels). Tests drive it through an

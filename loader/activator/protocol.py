@@ -68,8 +68,8 @@ _Document = TypeVar("_Document", bound=_Strict)
 
 class ActivatorRequest(_Strict):
     op: Literal["activate", "deactivate", "status"]
-    model: str | None = Field(None, max_length=64)
-    digest: str | None = Field(None, pattern=_DIGEST_PATTERN)
+    model: str | None = Field(default=None, max_length=64)
+    digest: str | None = Field(default=None, pattern=_DIGEST_PATTERN)
 
     @model_validator(mode="after")
     def _arguments_match_the_op(self) -> ActivatorRequest:
@@ -107,6 +107,7 @@ class ActivatorStatus(_Strict):
 
 
 class ErrorDocument(_Strict):
+    stage: str | None = Field(default=None, max_length=32)
     type: str = Field(max_length=64)
     message: str = Field(max_length=8192)
     check: str | None = None

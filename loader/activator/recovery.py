@@ -32,7 +32,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from loader.activator.dm_verity import DEVICE_PREFIX, CommandRunner, DmVerityActivator, command_error
+from loader.activator.dm_verity import (
+    DEVICE_PREFIX,
+    CommandRunner,
+    DmVerityActivator,
+    command_error,
+)
 from loader.errors import ActivationError, ModelNameError, MountTableError
 from loader.images.names import check_model_name
 

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable
 
 from loader.engine.kinds import ENGINE_HOST
-from loader.errors import EngineExitedError, EngineHealthTimeoutError, OperationCancelledError
 from loader.engine.process_group import EngineProcess
+from loader.errors import EngineExitedError, EngineHealthTimeoutError, OperationCancelledError
 from loader.settings import HealthSettings
 
 

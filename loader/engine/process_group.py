@@ -166,7 +166,9 @@ class EngineProcess:
         if self._wait_until_gone(grace):
             return
         # 2. SIGKILL whatever is left, e.g. a helper that ignores SIGTERM or outlived the leader.
-        logger.warning("engine group %d outlived SIGTERM by %.1f s; sending SIGKILL", self.pgid, grace)
+        logger.warning(
+            "engine group %d outlived SIGTERM by %.1f s; sending SIGKILL", self.pgid, grace
+        )
         self._signal_group(signal.SIGKILL)
         if not self._wait_until_gone(kill_timeout):
             raise EngineStopError(

@@ -2,7 +2,7 @@
 
 squashfs (default) and erofs, built by their Debian tools with every source of variation pinned
 (timestamps, ownership, xattrs, filesystem UUID), so that the same directory gives the same bytes
-and therefore the same root hash (DM-VERITY.md §2).
+and therefore the same root hash (docs/verity.md §2).
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 On-disk layout:
     <models-dir>/<name>.img         read-only filesystem image (squashfs or erofs), the data device
     <models-dir>/<name>.verity      dm-verity hash file: superblock at 0, tree from 4096
-    <roothash-dir>/<name>.roothash  trusted record (loader.images.record): root hash and every parameter
+    <roothash-dir>/<name>.roothash  trusted record (loader.images.record): root hash and every
+                                    parameter
 
-Load steps (docs/design.md, "Load"): `resolve_model_image` -> `load_record` -> verified access, either
-`materialize_verified` (dev/CI, userspace) or `loader.activator.dm_verity.DmVerityActivator` (in the VM,
-kernel dm-verity). Both return a `VerifiedModel` whose `.path` is what `vllm serve` gets.
+Load steps (docs/design.md, "Load"): `resolve_model_image` -> `load_record` -> verified access,
+either `materialize_verified` (dev/CI, userspace) or `loader.activator.dm_verity.DmVerityActivator`
+(in the VM, kernel dm-verity). Both return a `VerifiedModel` whose `.path` is what `vllm serve`
+gets.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def materialize_verified(
     No check-then-use gap: the tree is read once into memory and authenticated top-down; each
     data block is copied into a 0700 directory from the very buffer that was checked against
     it; the filesystem is then extracted from that private copy, which nobody else can change.
-    Only data_blocks × data_block_size bytes exist in the copy.
+    Only data_blocks * data_block_size bytes exist in the copy.
     """
     Path(work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{image.name}.", dir=work_dir))  # mode 0700

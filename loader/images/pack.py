@@ -19,7 +19,13 @@ from uuid import UUID
 
 from loader.errors import ImageError
 from loader.images.fsimage import FILESYSTEMS, build_image, check_tree
-from loader.images.model_image import HASH_SUFFIX, IMAGE_SUFFIX, RECORD_SUFFIX, STANDARD_BLOCK_SIZE, ModelImage
+from loader.images.model_image import (
+    HASH_SUFFIX,
+    IMAGE_SUFFIX,
+    RECORD_SUFFIX,
+    STANDARD_BLOCK_SIZE,
+    ModelImage,
+)
 from loader.images.names import check_model_name
 from loader.images.record import TrustedRecord
 from loader.verity.params import VerityParams

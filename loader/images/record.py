@@ -1,6 +1,6 @@
 """The trusted record `<roothash-dir>/<name>.roothash`: a model's root hash and every parameter.
 
-A root hash alone does not pin the data size or the tree's shape (DM-VERITY.md §3.8.1), so the
+A root hash alone does not pin the data size or the tree's shape (docs/verity.md §3.8.1), so the
 record pins all of them, plus the sizes of the image and hash files. Format: one JSON object,
 UTF-8, strictly typed, no unknown or duplicate keys, lower-case hex, a version number:
 
@@ -23,7 +23,7 @@ UTF-8, strictly typed, no unknown or duplicate keys, lower-case hex, a version n
       "hash_size": 937984
     }
 
-`image_size` must equal data_blocks × data_block_size: nothing outside the protected range is ever
+`image_size` must equal data_blocks * data_block_size: nothing outside the protected range is ever
 read. `hash_size` is the exact size of the hash file.
 """
 
@@ -201,7 +201,7 @@ def _check_consistent(record: TrustedRecord) -> None:
     # Only the protected range may exist: a partial tail block would be readable but unverified.
     if record.image_size != params.data_size:
         raise RecordError(
-            "image_size must equal data_blocks × data_block_size",
+            "image_size must equal data_blocks \N{MULTIPLICATION SIGN} data_block_size",
             check="image_size",
             expected=params.data_size,
             actual=record.image_size,

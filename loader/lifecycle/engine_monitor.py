@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from loader.errors import EngineError, EngineUnhealthyError
 from loader.engine.health import engine_exited
-from loader.settings import HealthSettings
+from loader.errors import EngineError, EngineUnhealthyError
 from loader.lifecycle.steps import RunningEngine
+from loader.settings import HealthSettings
 
 
 class EngineMonitor:

@@ -7,11 +7,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from loader.engine.kinds import EngineKind, engine_environment, require_free_port
 from loader.engine.health import probe_health, wait_until_healthy
+from loader.engine.kinds import EngineKind, engine_environment, require_free_port
 from loader.engine.process_group import EngineProcess
-from loader.settings import LoaderSettings
 from loader.lifecycle.steps import OperationContext
+from loader.settings import LoaderSettings
 
 # Shares of the start step's progress: spawning is instant, the health wait is everything else.
 _SPAWNED = 0.05

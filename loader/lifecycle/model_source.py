@@ -22,8 +22,8 @@ from loader.images.model_image import (
     resolve_model_image,
 )
 from loader.images.record import TrustedRecord
+from loader.lifecycle.steps import CheckedRequest, LoadRequest, OperationContext
 from loader.settings import LoaderSettings
-from loader.lifecycle.steps import LoadRequest, OperationContext
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,10 @@ class VerifiedModels:
             )
         return CheckedModel(image, record)
 
-    def verify(self, checked: CheckedModel, context: OperationContext) -> VerifiedModel:
+    def verify(self, checked: CheckedRequest, context: OperationContext) -> VerifiedModel:
+        # The lifecycle passes back what `check` returned.
+        if not isinstance(checked, CheckedModel):
+            raise TypeError(f"expected a CheckedModel from check(), got {type(checked).__name__}")
         # 5. Verify every block into a private copy; progress feeds the status.
         context.report(0.0, "verifying 0%")
         return self._materialize(

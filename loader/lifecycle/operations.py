@@ -1,8 +1,9 @@
 """The model lifecycle: verified load, engine supervision, unload, restore at start.
 
 `Lifecycle` orders the steps of `loader.lifecycle.steps` and keeps the state in a `StatusMachine`
-(`loader.lifecycle.status`, where the states and transitions are described). Requests return a snapshot at
-once; loads, unloads and restarts run on background threads. The load, failing closed at each step:
+(`loader.lifecycle.status`, where the states and transitions are described). Requests return a
+snapshot at once; loads, unloads and restarts run on background threads. The load, failing closed
+at each step:
 
     1. resolve the name under the models directory      } synchronous, in `load()`: a bad
     2. read the trusted record                           } request is refused and changes
@@ -36,9 +37,10 @@ from loader.errors import (
     ModelNotLoadedError,
 )
 from loader.images.model_image import materialize_verified
+from loader.lifecycle.engine_monitor import EngineMonitor
 from loader.lifecycle.engine_starter import EngineLauncher
-from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 from loader.lifecycle.last_load import LastLoad, LastLoadStore
+from loader.lifecycle.model_source import Materialize, VerifiedModels
 from loader.lifecycle.status import ModelState, Operation, StatusMachine, StatusSnapshot, Ticket
 from loader.lifecycle.steps import (
     CheckedRequest,
@@ -49,8 +51,7 @@ from loader.lifecycle.steps import (
     RunningEngine,
     VerifiedModel,
 )
-from loader.lifecycle.engine_monitor import EngineMonitor
-from loader.lifecycle.model_source import Materialize, VerifiedModels
+from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ class Lifecycle:
                 )
             if current is None and self._machine.snapshot().state is ModelState.IDLE:
                 return self.status()
-            self._begin(Operation.UNLOAD, current and current.model, "unloading",
+            self._begin(Operation.UNLOAD, current.model if current is not None else None,
+                        "unloading",
                         self._run_unload)
         return self.status()
 
@@ -236,7 +238,10 @@ class Lifecycle:
             if remaining <= 0:
                 raise TimeoutError(f"lifecycle still {snapshot.state}: {snapshot.message}")
             with self._changed:
-                self._changed.wait_for(lambda seen=seen: self._changes != seen, remaining)
+                def changed(seen: int = seen) -> bool:
+                    return self._changes != seen
+
+                self._changed.wait_for(changed, remaining)
 
     def close(self) -> None:
         """Cancel what runs, stop the engine, release the verified model. Idempotent.
@@ -280,7 +285,7 @@ class Lifecycle:
             except BaseException:
                 verified.close()
                 raise
-        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
+        except Exception as error:
             self._fail(ticket, error)
 
     def _serve(self, deployment: _Deployment, ticket: Ticket, context: OperationContext) -> None:
@@ -327,7 +332,7 @@ class Lifecycle:
             self._retire_current("unload")
             if self._store is not None:
                 self._store.clear()
-        except Exception as error:  # noqa: BLE001 - any failure must end in the error state
+        except Exception as error:
             self._fail(ticket, error)
             return
         self._machine.idle(ticket, "no model loaded")
@@ -373,7 +378,7 @@ class Lifecycle:
                 self._serve(deployment, ticket, OperationContext(
                     self._machine, ticket, self._cancel, self._clock))
                 return
-            except Exception as restart_error:  # noqa: BLE001 - counted as a failed attempt
+            except Exception as restart_error:
                 if not self._fail(ticket, restart_error):
                     return
                 failed, attempt, error = ticket, attempt + 1, restart_error

@@ -1,13 +1,15 @@
 """The steps a lifecycle runs, as interfaces, and the context through which they report.
 
-The lifecycle (`loader.lifecycle.operations`) orders the steps and owns the state; the steps do the I/O:
+The lifecycle (`loader.lifecycle.operations`) orders the steps and owns the state; the steps do the
+I/O:
 
     ModelSource.check   resolve the name, read the trusted record, compare the expected digest
                         (synchronous: a bad request is refused before anything changes)
     ModelSource.verify  verify the image; returns the verified model to serve
     EngineStarter.start spawn the engine on the verified model and wait for its health
 
-`loader.lifecycle.model_source.VerifiedModels` and `loader.lifecycle.engine_starter.EngineLauncher` are the real ones.
+`loader.lifecycle.model_source.VerifiedModels` and `loader.lifecycle.engine_starter.EngineLauncher`
+are the real ones.
 """
 
 from __future__ import annotations

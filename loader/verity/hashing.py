@@ -1,8 +1,8 @@
-"""Hashing blocks and packing digests into hash blocks (DM-VERITY.md §3.4, §3.5).
+"""Hashing blocks and packing digests into hash blocks (docs/verity.md §3.4, §3.5).
 
 Per-block overhead dominates (262,144 hashlib calls per GiB at 4 KiB), so the loops below take
 memoryview slices of a large buffer and, for format 1, copy a pre-salted context: on this
-project's machines that is the fastest of the variants measured in the fact sheet §5.
+project's machines that is the fastest of the variants measured in docs/verity.md §5.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from loader.verity.params import VerityParams, hash_constructor
 
 
 def hash_blocks(view: memoryview, block_size: int, params: VerityParams) -> list[bytes]:
-    """Digest of each `block_size` block of `view`: H(salt ‖ block) (format 1) or H(block ‖ salt)."""
+    """Digest of each `block_size` block of `view`: H(salt ‖ block) (format 1) or
+    H(block ‖ salt)."""
     new = hash_constructor(params.hash_algorithm)
     salt = params.salt
     offsets = range(0, len(view), block_size)

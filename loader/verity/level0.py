@@ -1,7 +1,8 @@
 """Digests of the data blocks (tree level 0), in worker processes for large inputs.
 
 Level 0 is ~99 % of the work. Threads do not help (hashlib releases the GIL only for updates of
-2 KiB or more, and at 4 KiB that costs what it saves); processes do (DM-VERITY.md §5). Work is cut
+2 KiB or more, and at 4 KiB that costs what it saves); processes do (docs/verity.md §5).
+Work is cut
 into chunks that start on a hash-block boundary, so each chunk's result is whole hash blocks of
 level 0, and consumed in order with a small window of chunks in flight (bounded memory, and an
 early stop cancels the rest).
@@ -16,7 +17,7 @@ import logging
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -65,13 +66,13 @@ class Level0Chunk:
 
 @contextmanager
 def open_data(path: str | os.PathLike[str], params: VerityParams) -> Iterator[tuple[int, FileRef]]:
-    """Open a data file, refusing one shorter than data_blocks × data_block_size."""
+    """Open a data file, refusing one shorter than data_blocks * data_block_size."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         if size < params.data_size:
             raise ParameterMismatchError(
-                "data file is shorter than data_blocks × data_block_size",
+                "data file is shorter than data_blocks \N{MULTIPLICATION SIGN} data_block_size",
                 check="data_size",
                 expected=f">= {params.data_size}",
                 actual=size,
@@ -124,7 +125,7 @@ def iter_level0(
     *,
     workers: int | None = None,
     sink: FileRef | None = None,
-) -> Iterator[Level0Chunk]:
+) -> Generator[Level0Chunk, None, None]:
     """Level-0 chunks in data order, computed in `workers` processes (1 = in this process)."""
     if workers is None:
         workers = default_workers(params.data_size)

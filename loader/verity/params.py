@@ -141,7 +141,7 @@ class VerityParams:
                 actual=self.hash_offset,
             )
         # veritysetup silently rounds a misaligned offset down and writes the tree *before* the
-        # requested offset (DM-VERITY.md §1, pitfalls); refuse instead.
+        # requested offset (docs/verity.md §1, pitfalls); refuse instead.
         if not self.superblock and self.hash_offset % self.hash_block_size:
             raise VerityParamsError(
                 "hash offset without a superblock must be a multiple of the hash block size",
@@ -169,7 +169,7 @@ class VerityParams:
 
     @property
     def data_size(self) -> int:
-        """Bytes protected by the tree: data_blocks × data_block_size, from offset 0."""
+        """Bytes protected by the tree: data_blocks * data_block_size, from offset 0."""
         return self.data_blocks * self.data_block_size
 
     @cached_property

@@ -1,7 +1,7 @@
 """The 512-byte verity superblock (cryptsetup `struct verity_sb`), parsed strictly.
 
 An on-disk superblock is never trusted: a caller that holds pinned parameters compares every field
-with `check_superblock` and refuses any difference (DM-VERITY.md §3.8.1).
+with `check_superblock` and refuses any difference (docs/verity.md §3.8.1).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ SUPERBLOCK_VERSION = 1
 # signature, version, hash_type, uuid, algorithm, data_block_size, hash_block_size, data_blocks,
 # salt_size, _pad1, salt, _pad2: little-endian, packed.
 _LAYOUT = struct.Struct("<8sII16s32sIIQH6s256s168s")
-assert _LAYOUT.size == SUPERBLOCK_SIZE
+if _LAYOUT.size != SUPERBLOCK_SIZE:
+    raise AssertionError("superblock layout size mismatch")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Building a hash tree and writing it as `veritysetup format` does, byte for byte.
 
-Hash file layout (DM-VERITY.md §3.1, §3.3):
+Hash file layout (docs/verity.md §3.1, §3.3):
     [hash_offset: superblock (512 B)][zeros to the next hash block][top level] ... [level 0]
 With `superblock=False` the tree starts at `hash_offset` itself (which must be block-aligned).
 """
@@ -86,7 +86,7 @@ def format_hash(
 
     Like veritysetup, an existing hash file is written in place (not truncated), and a missing
     one is created with mode 0600. Data and hash may be one file if the hash area lies past the
-    data (`hash_offset >= data_blocks × data_block_size`).
+    data (`hash_offset >= data_blocks * data_block_size`).
     """
     if params.superblock and params.uuid is None:
         raise VerityParamsError("formatting with a superblock needs a UUID", check="uuid")

@@ -33,10 +33,10 @@ from support.commands import FakeRunner
 from support.engines import fake_engine
 from support.mountinfo import mountinfo, mountinfo_line
 
-from loader.activator.dm_verity import DmVerityActivator
-from loader.activator.service import ActivatorServer, ActivatorService, ActivatorSettings
 from loader.activator.client import ActivatorClient
+from loader.activator.dm_verity import DmVerityActivator
 from loader.activator.recovery import MountTableReader, read_mountinfo
+from loader.activator.service import ActivatorServer, ActivatorService, ActivatorSettings
 from loader.errors import (
     ActivationError,
     ActivatorPeerError,
@@ -50,11 +50,11 @@ from loader.errors import (
     StaleMappingError,
 )
 from loader.images.model_image import ModelImage, Progress, VerifiedModel, load_record
-from loader.lifecycle.operations import Lifecycle
 from loader.images.pack import pack_model
 from loader.images.record import TrustedRecord
-from loader.settings import HealthSettings, LoaderSettings
+from loader.lifecycle.operations import Lifecycle
 from loader.lifecycle.status import ModelState
+from loader.settings import HealthSettings, LoaderSettings
 
 NOBODY = 65534
 WAIT = 20.0
@@ -106,7 +106,7 @@ class World:
 def activator_settings(tmp_path: Path) -> ActivatorSettings:
     # The socket's directory must be reachable by `nobody` for the peer test; tmp_path is not.
     socket_dir = Path(tempfile.mkdtemp(prefix="activator-"))
-    os.chmod(socket_dir, 0o755)
+    os.chmod(socket_dir, 0o755)  # noqa: S103 - nobody must traverse it (above)
     settings = ActivatorSettings(
         socket_path=socket_dir / "activator.sock",
         models_dir=tmp_path / "models",
@@ -573,7 +573,7 @@ def test_a_peer_with_another_uid_is_refused_and_logged(
                 outcome = "activated"
             except ActivatorPeerError as error:
                 outcome = f"refused {error.check} {error.actual}"
-            except BaseException as error:  # noqa: BLE001 - reported to the parent
+            except BaseException as error:
                 outcome = f"{type(error).__name__}: {error}"
             os.write(write_end, outcome.encode())
         finally:
@@ -690,7 +690,10 @@ def test_appliance_activator_command_serves_and_fails_closed_without_device_mapp
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
-    [("--allow-uid", "no-such-user", "no such user"), ("--group", "no-such-group", "no such group")],
+    [
+        ("--allow-uid", "no-such-user", "no such user"),
+        ("--group", "no-such-group", "no such group"),
+    ],
 )
 def test_appliance_activator_refuses_unknown_users_and_groups(
     tmp_path: Path, flag: str, value: str, message: str

@@ -49,7 +49,8 @@ def quote_path(name: str) -> str:
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(APPLIANCE), "quote", *args], capture_output=True, text=True, timeout=60
+        [str(APPLIANCE), "quote", *args], capture_output=True, text=True, timeout=60,
+        check=False,
     )
 
 

@@ -1,4 +1,5 @@
-"""Engine process groups (loader.engine.process_group) and the launcher (loader.lifecycle.engine_starter), with real processes.
+"""Engine process groups (loader.engine.process_group) and the launcher
+(loader.lifecycle.engine_starter), with real processes.
 
 The engine is the fake vLLM (tests/support/fake_vllm.py), run exactly as vLLM would be.
 """
@@ -16,19 +17,19 @@ from pathlib import Path
 import pytest
 from support.engines import fake_engine
 
+from loader.engine.health import probe_health
 from loader.engine.kinds import VllmEngine
+from loader.engine.process_group import EngineProcess, live_group_members
 from loader.errors import (
     EngineExitedError,
     EngineHealthTimeoutError,
     EngineStartError,
     OperationCancelledError,
 )
-from loader.engine.health import probe_health
 from loader.lifecycle.engine_starter import EngineLauncher
-from loader.engine.process_group import EngineProcess, live_group_members
-from loader.settings import HealthSettings, LoaderSettings
 from loader.lifecycle.status import Operation, StatusMachine
 from loader.lifecycle.steps import OperationContext
+from loader.settings import HealthSettings, LoaderSettings
 
 
 def settings_for(tmp_path: Path, **health: float) -> LoaderSettings:

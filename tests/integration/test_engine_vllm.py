@@ -19,10 +19,10 @@ import pytest
 from support.engines import PROJECT_ROOT, free_port, real_vllm_bin
 
 from loader.engine.kinds import VllmEngine
-from loader.lifecycle.operations import Lifecycle
 from loader.engine.process_group import live_group_members
-from loader.settings import HealthSettings, LoaderSettings
+from loader.lifecycle.operations import Lifecycle
 from loader.lifecycle.status import ModelState
+from loader.settings import HealthSettings, LoaderSettings
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

@@ -19,9 +19,9 @@ from support.engines import fake_engine
 
 from loader.engine.kinds import VllmEngine
 from loader.lifecycle.engine_starter import EngineLauncher, LaunchedEngine
-from loader.settings import HealthSettings, LoaderSettings
 from loader.lifecycle.status import Operation, StatusMachine
 from loader.lifecycle.steps import OperationContext
+from loader.settings import HealthSettings, LoaderSettings
 
 
 @contextmanager

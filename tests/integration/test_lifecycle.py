@@ -1,6 +1,6 @@
 """The model lifecycle end to end, with real processes: packed model images verified in
-userspace (loader.images.model_image), the fake vLLM spawned in its own process group, real HTTP health
-checks, real signals. Nothing is mocked.
+userspace (loader.images.model_image), the fake vLLM spawned in its own process group, real HTTP
+health checks, real signals. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 from support.engines import fake_engine
 
 from loader.engine.kinds import VllmEngine
+from loader.engine.process_group import live_group_members
 from loader.errors import (
     DataCorruptionError,
     EngineExitedError,
@@ -35,12 +36,11 @@ from loader.errors import (
     RecordError,
     StateStoreError,
 )
-from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
 from loader.images.pack import pack_model
-from loader.engine.process_group import live_group_members
-from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 from loader.lifecycle.last_load import LAST_LOAD_FILE
+from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
 from loader.lifecycle.status import ModelState, StatusSnapshot
+from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 
 WAIT = 20.0  # seconds; generous for a loaded 2-core machine, never reached when things work
 
@@ -232,7 +232,7 @@ def test_concurrent_requests_get_a_conflict(harness: Harness) -> None:
     lifecycle = harness.lifecycle(harness.engine(start_delay=1.0))
     loading = lifecycle.load("tiny")
     for attempt in (lambda: lifecycle.load("small"), lambda: lifecycle.load("tiny"),
-                    lambda: lifecycle.unload()):
+                    lifecycle.unload):
         with pytest.raises(LifecycleConflictError) as raised:
             attempt()
         assert raised.value.actual == "loading"

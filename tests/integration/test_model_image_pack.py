@@ -24,7 +24,12 @@ from loader.errors import (
     RecordError,
     RootHashMismatchError,
 )
-from loader.images.model_image import load_record, materialize_verified, resolve_model_image, verify_model_image
+from loader.images.model_image import (
+    load_record,
+    materialize_verified,
+    resolve_model_image,
+    verify_model_image,
+)
 from loader.images.pack import pack_model
 
 FILESYSTEMS = ["squashfs", "erofs"]

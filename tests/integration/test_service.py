@@ -74,7 +74,9 @@ def client(service: Service, images) -> Iterator[VerifyingClient]:
         yield client
 
 
-def test_chat_through_the_openai_sdk_with_a_verified_receipt(client: VerifyingClient, images) -> None:
+def test_chat_through_the_openai_sdk_with_a_verified_receipt(
+    client: VerifyingClient, images
+) -> None:
     sdk = openai.OpenAI(base_url=client.base_url + "/v1", api_key="unused", http_client=client.http)
     raw = sdk.chat.completions.with_raw_response.create(**CHAT)
     completion = raw.parse()
@@ -121,7 +123,9 @@ def test_embeddings_and_models(client: VerifyingClient, images) -> None:
 def test_receipts_form_a_verifiable_chain(client: VerifyingClient) -> None:
     ids = []
     for _ in range(4):
-        response = client.http.post("/v1/completions", json={"model": MODEL, "prompt": "p", "max_tokens": 1})
+        response = client.http.post(
+            "/v1/completions", json={"model": MODEL, "prompt": "p", "max_tokens": 1}
+        )
         ids.append(response.headers["x-receipt-id"])
     receipts = [client.receipt(i) for i in ids]
     certificate = client.certificate()
@@ -201,7 +205,8 @@ def test_client_disconnect_closes_the_upstream_request_and_the_receipt_says_so(
         received = next(chunks) + next(chunks)
     deadline = time.monotonic() + 10
     while True:
-        tail = client.http.get("/v1/models/status", headers=service.auth()).json()["engine_log_tail"]
+        status = client.http.get("/v1/models/status", headers=service.auth()).json()
+        tail = status["engine_log_tail"]
         if any("client disconnected mid-stream" in line for line in tail):
             break
         assert time.monotonic() < deadline, "the engine never saw the proxy close the request"
@@ -220,7 +225,9 @@ def test_client_disconnect_closes_the_upstream_request_and_the_receipt_says_so(
         assert error.check == "response_sha256", error
 
 
-def test_logs_hold_no_prompts_completions_or_tokens(client: VerifyingClient, service: Service) -> None:
+def test_logs_hold_no_prompts_completions_or_tokens(
+    client: VerifyingClient, service: Service
+) -> None:
     canary = "zebra-canary-prompt-7f3a"
     body = {"model": MODEL, "messages": [{"role": "user", "content": canary}], "max_tokens": 3}
     answer = client.http.post("/v1/chat/completions", json=body).json()
@@ -241,8 +248,13 @@ def test_metrics_aggregate_across_workers(client: VerifyingClient, service: Serv
     client.http.post("/v1/chat/completions", json=CHAT | {"stream": True}).read()
     assert client.http.get("/metrics").status_code == 401
     text = client.http.get("/metrics", headers=service.auth()).text
-    line = next(l for l in text.splitlines()
-                if l.startswith('appliance_http_requests_total{route="/v1/chat/completions",status="200"}'))
+    line = next(
+        candidate
+        for candidate in text.splitlines()
+        if candidate.startswith(
+            'appliance_http_requests_total{route="/v1/chat/completions",status="200"}'
+        )
+    )
     assert float(line.rsplit(" ", 1)[1]) >= 6
     assert 'appliance_lifecycle_state{state="ready"} 1.0' in text
     assert "appliance_relayed_events_total" in text
@@ -269,7 +281,10 @@ def test_load_replaces_the_model_and_reissues_the_certificate(service: Service, 
         loaded = third.last_result_after(lambda: third.http.get("/healthz"))
         assert loaded.model_digest == images["other_digest"]
         assert measured_model(loaded) == ("passed", images["other_digest"])
-        assert loaded.certificate.sha256_fingerprint not in (before.certificate.sha256_fingerprint, idle.certificate.sha256_fingerprint)
+        assert loaded.certificate.sha256_fingerprint not in (
+            before.certificate.sha256_fingerprint,
+            idle.certificate.sha256_fingerprint,
+        )
         third.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
         wait_for_status(third.http, lambda s: s["proxy_status"] == "ready"
                         and s["loaded_model"] == MODEL)
@@ -286,8 +301,12 @@ def test_concurrent_load_is_a_conflict(work: Path, images) -> None:
                             engine_env={"FAKE_VLLM_START_DELAY": "1.5"})
     try:
         with verifying_client(service) as client:
-            first = client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
-            second = client.http.post("/v1/models/load", json={"model": OTHER}, headers=service.auth())
+            first = client.http.post(
+                "/v1/models/load", json={"model": MODEL}, headers=service.auth()
+            )
+            second = client.http.post(
+                "/v1/models/load", json={"model": OTHER}, headers=service.auth()
+            )
             assert first.status_code == 202
             assert second.status_code == 409
             assert second.json()["error"]["code"] == "lifecycle_busy"
@@ -334,7 +353,9 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
         with verifying_client(service) as client:
             client.http.post("/v1/models/load", json={"model": MODEL}, headers=service.auth())
             deadline = time.monotonic() + 30
-            while not any(doc["payload"]["proxy_status"] == "ready" for _, _, doc in receiver.received):
+            while not any(
+                doc["payload"]["proxy_status"] == "ready" for _, _, doc in receiver.received
+            ):
                 assert time.monotonic() < deadline, f"no ready push; {receiver.calls} calls"
                 time.sleep(0.1)
             assert receiver.calls > 3  # the first pushes failed, and pushing resumed
@@ -347,7 +368,10 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
             payload = verify_json(document, purpose=STATUS_PUSH_PURPOSE, certificate=certificate)
             assert payload["enclave_id"] == "e-1" and payload["loaded_model"] == MODEL
             # The signing certificate is the attested one the API serves.
-            assert document["certificate_sha256"] == client.last_result().certificate.sha256_fingerprint
+            assert (
+                document["certificate_sha256"]
+                == client.last_result().certificate.sha256_fingerprint
+            )
             assert "mgmt-secret" not in service.log()
             assert "integration-load-token" not in service.log()
     finally:
@@ -386,7 +410,9 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
     from attest.simulated import SimulatedAuthority
     from ratls.policy import AppraisalPolicy
 
-    clock = lambda: datetime.now(UTC)
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
     config = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
                           sim_root=service.sim_root)
     portal = create_portal_app(config, clock=clock).test_client()

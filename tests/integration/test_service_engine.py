@@ -36,14 +36,21 @@ def test_real_vllm_through_the_appliance(tiny_model: Path, tmp_path: Path) -> No
                             args=["--engine-profile", "cpu", "--engine-arg=--max-model-len=512"])
     try:
         with verifying_client(service) as operator:
-            load = operator.http.post("/v1/models/load", json={"model": "tiny"}, headers=service.auth())
+            load = operator.http.post(
+                "/v1/models/load", json={"model": "tiny"}, headers=service.auth()
+            )
             assert load.status_code == 202, load.text
-            wait_for_status(operator.http, lambda s: s["proxy_status"] in ("ready", "error"), timeout=300)
+            wait_for_status(
+                operator.http, lambda s: s["proxy_status"] in ("ready", "error"), timeout=300
+            )
             status = operator.http.get("/v1/models/status", headers=service.auth()).json()
             assert status["proxy_status"] == "ready", status
         with verifying_client(service) as client:
-            assert client.last_result_after(lambda: client.http.get("/healthz")).model_digest == digest
-            sdk = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", http_client=client.http)
+            result = client.last_result_after(lambda: client.http.get("/healthz"))
+            assert result.model_digest == digest
+            sdk = openai.OpenAI(
+                base_url=service.url + "/v1", api_key="unused", http_client=client.http
+            )
             raw = sdk.chat.completions.with_raw_response.create(
                 model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
                 temperature=0)
@@ -58,7 +65,9 @@ def test_real_vllm_through_the_appliance(tiny_model: Path, tmp_path: Path) -> No
                 temperature=0, stream=True, stream_options={"include_usage": True}))
             assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
             assert any(c.choices and c.choices[0].finish_reason for c in chunks)
-            unload = client.http.post("/v1/models/unload", json={"model": "tiny"}, headers=service.auth())
+            unload = client.http.post(
+                "/v1/models/unload", json={"model": "tiny"}, headers=service.auth()
+            )
             assert unload.status_code == 202
             wait_for_status(client.http, lambda s: s["proxy_status"] == "idle", timeout=60)
     finally:

@@ -34,8 +34,8 @@ def directives(path: Path) -> dict[str, list[str]]:
     """Key -> values in order, continuation lines joined, comments dropped."""
     found: dict[str, list[str]] = {}
     text = path.read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        line = line.strip()
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
         if not line or line.startswith(("#", ";", "[")):
             continue
         key, _, value = line.partition("=")

@@ -1,4 +1,5 @@
-"""`appliance verity ...` and `appliance model ...`: output, exit codes, agreement with veritysetup."""
+"""`appliance verity ...` and `appliance model ...`: output, exit codes, agreement with
+veritysetup."""
 
 from __future__ import annotations
 

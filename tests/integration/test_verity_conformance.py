@@ -1,4 +1,4 @@
-"""Our hash trees against the real veritysetup 2.6 and libcryptsetup (fact sheet §4 matrix).
+"""Our hash trees against the real veritysetup 2.6 and libcryptsetup (docs/verity.md §4 matrix).
 
 Each case, with the same UUID and salt: (a) same root hash, (b) our hash file byte-identical to
 veritysetup's (superblock, padding, tree), (c) veritysetup verifies ours, (d) we verify its
@@ -77,15 +77,27 @@ def _other_cases() -> list[Case]:
         Case("salt-32-zero-bytes", 300 * 4096, {"salt": bytes(32)}),
         Case("salt-256-bytes", 300 * 4096, {"salt": bytes(range(256))}),
         Case("no-superblock-4096", 300 * 4096, {"superblock": False}),
-        Case("no-superblock-512", 300 * 512, {"superblock": False, "data_block_size": 512, "hash_block_size": 512}),
+        Case(
+            "no-superblock-512",
+            300 * 512,
+            {"superblock": False, "data_block_size": 512, "hash_block_size": 512},
+        ),
         Case("no-superblock-offset-8192", 300 * 4096, {"superblock": False, "hash_offset": 8192}),
         Case("hash-offset-8192", 300 * 4096, {"hash_offset": 8192}),
         Case("hash-offset-512", 300 * 4096, {"hash_offset": 512}),
         Case("data-blocks-100-of-300", 300 * 4096, {"data_blocks": 100}),
         Case("partial-tail-40961", 40961, {}),
         Case("dbs-8192", 100 * 8192, {"data_block_size": 8192}),
-        Case("dbs-2048-hbs-1024-sha512", 700 * 2048, {"data_block_size": 2048, "hash_block_size": 1024, "hash_algorithm": "sha512"}),
-        Case("dbs-65536-hbs-65536", 40 * 65536, {"data_block_size": 65536, "hash_block_size": 65536}),
+        Case(
+            "dbs-2048-hbs-1024-sha512",
+            700 * 2048,
+            {"data_block_size": 2048, "hash_block_size": 1024, "hash_algorithm": "sha512"},
+        ),
+        Case(
+            "dbs-65536-hbs-65536",
+            40 * 65536,
+            {"data_block_size": 65536, "hash_block_size": 65536},
+        ),
         Case("sha3-256", 300 * 4096, {"hash_algorithm": "sha3-256"}),
         Case("blake2b-512", 300 * 4096, {"hash_algorithm": "blake2b-512"}),
         Case("blake2s-256", 300 * 4096, {"hash_algorithm": "blake2s-256"}),

@@ -71,7 +71,7 @@ def test_untouched_image_verifies_with_all_three(image: Image) -> None:
 
 
 @pytest.mark.parametrize(
-    "offset", [0, 511, 512, 300 * 512 - 1] + random.Random(5).sample(range(300 * 512), 12)
+    "offset", [0, 511, 512, 300 * 512 - 1, *random.Random(5).sample(range(300 * 512), 12)]
 )
 def test_flipped_data_byte_names_the_block_and_offset(image: Image, offset: int) -> None:
     image.flip(image.data, offset)
@@ -209,7 +209,7 @@ def test_truncated_data_file(image: Image) -> None:
 
 
 def test_bytes_after_the_protected_range_are_not_read(image: Image) -> None:
-    # Like veritysetup: only data_blocks × block size is covered. Model images forbid the tail
+    # Like veritysetup: only data_blocks x block size is covered. Model images forbid the tail
     # altogether (the record pins the exact size; see the model image tests).
     with open(image.data, "ab") as data:
         data.write(b"tail")

@@ -89,7 +89,8 @@ def test_falls_back_in_process_when_workers_cannot_start(data: Path, tmp_path: P
         logging.basicConfig()
         level0.CHUNK_SIZE = 512 << 10
         params = VerityParams(data_blocks=3000, salt=b"\\x11" * 32, uuid=UUID(int=3))
-        verify({str(data)!r}, {str(tmp_path / "h")!r}, params, bytes.fromhex({root.hex()!r}), workers=2)
+        verify({str(data)!r}, {str(tmp_path / "h")!r}, params,
+               bytes.fromhex({root.hex()!r}), workers=2)
         print("verified")
         """
     )

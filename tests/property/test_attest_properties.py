@@ -162,7 +162,7 @@ POLICY_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=3),
     max_leaves=5,
 )
-POLICY_KEYS = st.sampled_from(sorted(Policy.model_fields) + ["allow_debug", "mrtd", ""])
+POLICY_KEYS = st.sampled_from([*sorted(Policy.model_fields), "allow_debug", "mrtd", ""])
 
 
 @SETTINGS

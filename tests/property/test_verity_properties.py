@@ -38,7 +38,7 @@ PROPERTY_SETTINGS = settings(
 
 
 def reference_tree(data: bytes, algorithm: str, fmt: int, dbs: int, hbs: int, salt: bytes):
-    """dm-verity from its description (DM-VERITY.md §3), as plainly as possible."""
+    """dm-verity from its description (docs/verity.md §3), as plainly as possible."""
 
     def h(block: bytes) -> bytes:
         message = salt + block if fmt == 1 else block + salt

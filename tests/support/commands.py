@@ -1,4 +1,5 @@
-"""A fake CommandRunner for `loader.activator.dm_verity`: device-mapper cannot run on dev/CI kernels."""
+"""A fake CommandRunner for `loader.activator.dm_verity`: device-mapper cannot run on dev/CI
+kernels."""
 
 from __future__ import annotations
 

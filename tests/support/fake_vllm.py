@@ -32,14 +32,16 @@ unknown paths get FastAPI's `{"detail": "Not Found"}`.
 Fault injection, through the environment (seconds may be fractional):
 
     FAKE_VLLM_START_DELAY=S          wait S seconds before listening (vLLM takes ~20 s)
-    FAKE_VLLM_EXIT_AT_START=CODE     print a traceback-like error and exit with CODE instead of serving
+    FAKE_VLLM_EXIT_AT_START=CODE     print a traceback-like error and exit with CODE instead of
+                                     serving
     FAKE_VLLM_NEVER_HEALTHY=1        /health answers 503 forever
     FAKE_VLLM_UNHEALTHY_AFTER=S      /health answers 500 once S seconds have passed since listening
     FAKE_VLLM_CRASH_AFTER_REQUESTS=N exit abruptly (status 70) right after answering the N-th
                                      inference request
     FAKE_VLLM_RESPONSE_DELAY=S       wait S seconds before answering an inference request
     FAKE_VLLM_STREAM_DELAY=S         wait S seconds between SSE events
-    FAKE_VLLM_ABORT_STREAM_AFTER=K   drop the connection after K SSE events (no [DONE], no final chunk)
+    FAKE_VLLM_ABORT_STREAM_AFTER=K   drop the connection after K SSE events (no [DONE], no final
+                                     chunk)
     FAKE_VLLM_IGNORE_SIGTERM=1       ignore SIGTERM (the loader must escalate to SIGKILL)
     FAKE_VLLM_STOP_DELAY=S           on SIGTERM, take S seconds to shut down
     FAKE_VLLM_CHILD=1                start a helper child in the same process group, like vLLM's
@@ -127,7 +129,9 @@ class Faults:
             try:
                 value = kind(raw)
             except ValueError:
-                raise SystemExit(f"fake_vllm: FAKE_VLLM_{name}={raw!r} is not a {kind.__name__}") from None
+                raise SystemExit(
+                    f"fake_vllm: FAKE_VLLM_{name}={raw!r} is not a {kind.__name__}"
+                ) from None
             if value < minimum:
                 raise SystemExit(f"fake_vllm: FAKE_VLLM_{name} must be >= {minimum}, got {raw}")
             return value
@@ -573,8 +577,10 @@ class Handler(BaseHTTPRequestHandler):
         model = require_model(body, self.engine.args.served_model_name)
         inputs = embedding_inputs(body)
         dim = self.engine.faults.embedding_dim
-        data = [{"index": index, "object": "embedding", "embedding": embedding_for(model, text, dim)}
-                for index, text in enumerate(inputs)]
+        data = [
+            {"index": index, "object": "embedding", "embedding": embedding_for(model, text, dim)}
+            for index, text in enumerate(inputs)
+        ]
         tokens = sum(count_tokens(text) for text in inputs)
         self.send_json(HTTPStatus.OK, {
             "id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),

@@ -26,14 +26,14 @@ from support.ratls_world import NAMES, NOW
 
 __all__ = [
     "authority",
-    "sim_root",
-    "collateral_json",
     "clock",
-    "provider",
+    "collateral_json",
     "issuer",
+    "make_verifier",
+    "provider",
     "serve",
     "server",
-    "make_verifier",
+    "sim_root",
 ]
 
 

@@ -83,10 +83,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.record.closed.set()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         self.record.requests.append(f"GET {url.path}")
         if url.path == "/v1/attestation":
@@ -129,8 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
             404,
             {"error": {"message": "not found", "type": "not_found", "param": None, "code": None}},
         )
+        return None
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         self.record.requests.append(f"POST {url.path}")
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
@@ -176,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9},
             },
         )
+        return None
 
     def _stream_chat(self) -> None:
         self.send_response(200)

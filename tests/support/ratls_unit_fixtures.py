@@ -19,7 +19,7 @@ from support.clock import ManualClock
 START = datetime(2026, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
 
 
-__all__ = ["sim_authority", "clock", "provider", "names"]
+__all__ = ["clock", "names", "provider", "sim_authority"]
 
 
 class RecordingProvider:

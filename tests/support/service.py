@@ -85,7 +85,9 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"appliance serve did not stop in {timeout} s:\n{self.log()[-4000:]}") from None
+                raise AssertionError(
+                    f"appliance serve did not stop in {timeout} s:\n{self.log()[-4000:]}"
+                ) from None
         return self.exited
 
 
@@ -113,13 +115,15 @@ def start_service(work: Path, models: Path, roothash: Path, *,
         "--threads", "8", *(f"--engine-env={k}={v}" for k, v in engine_env.items()), *(args or []),
     ]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
-                                   cwd=PROJECT_ROOT)
+        process = subprocess.Popen(command, env=environment, stdout=log_file,
+                                   stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
     service = Service(process, port, state_dir, log_path, engine_port, load_token, spawn_log)
     deadline = time.monotonic() + 30
     while not _tls_answers(port):
         if process.poll() is not None:
-            raise AssertionError(f"appliance serve exited with {process.returncode}:\n{service.log()}")
+            raise AssertionError(
+                f"appliance serve exited with {process.returncode}:\n{service.log()}"
+            )
         if time.monotonic() > deadline:
             service.stop()
             raise AssertionError(f"appliance serve not listening in 30 s:\n{service.log()}")
@@ -133,9 +137,11 @@ def _tls_answers(port: int) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
-            with context.wrap_socket(raw):
-                return True
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
+            context.wrap_socket(raw),
+        ):
+            return True
     except OSError:
         return False
 

@@ -1,5 +1,5 @@
 """What the simulated-evidence tests share: the time, the REPORTDATA, and the v4 offsets
-(TDX-QUOTES.md §2-4, independent of attest.quote) of every region a verifier must protect."""
+(docs/tdx-quotes.md §2-4, independent of attest.quote) of every region a verifier must protect."""
 
 from __future__ import annotations
 

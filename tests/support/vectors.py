@@ -1,4 +1,5 @@
-"""Where the real test vectors live: tests/vectors, copied byte for byte (tests/vectors/PROVENANCE.md)."""
+"""Where the real test vectors live: tests/vectors, copied byte for byte
+(tests/vectors/PROVENANCE.md)."""
 
 from __future__ import annotations
 

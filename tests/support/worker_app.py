@@ -1,5 +1,5 @@
-"""Support for the worker-app tests: the fake vLLM as a real process, a real RA-TLS identity from the
-simulated authority, and a control server standing in for the supervisor's lifecycle (the real
+"""Support for the worker-app tests: the fake vLLM as a real process, a real RA-TLS identity from
+the simulated authority, and a control server standing in for the supervisor's lifecycle (the real
 supervisor is exercised by tests/integration)."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 
 from appliance.channel.control import ControlRequest
-from appliance.errors import Conflict
 from appliance.channel.identity import identity_document
-from appliance.settings import Settings
 from appliance.channel.shared_state import SharedState, publish
+from appliance.errors import Conflict
+from appliance.settings import Settings
 from ratls.issuer import IdentityIssuer
 from support.engines import FAKE_VLLM, free_port
 
@@ -116,11 +116,12 @@ class SupervisorDouble:
 def service_settings(tmp_path: Path, engine_port: int, **overrides: Any) -> Settings:
     state_dir = tmp_path / "state"
     (state_dir / "run").mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = dict(
-        state_dir=state_dir, models_dir=tmp_path, roothash_dir=tmp_path, vllm_port=engine_port,
-        load_token=LOAD_TOKEN, tee="simulated", max_body_bytes=64 * 1024,
-        upstream_idle_timeout=5.0,
-    )
+    options: dict[str, Any] = {
+        "state_dir": state_dir, "models_dir": tmp_path, "roothash_dir": tmp_path,
+        "vllm_port": engine_port,
+        "load_token": LOAD_TOKEN, "tee": "simulated", "max_body_bytes": 64 * 1024,
+        "upstream_idle_timeout": 5.0,
+    }
     return Settings(**(options | overrides))
 
 

@@ -101,7 +101,7 @@ def test_http_error_names_url_and_status(client, pcs):
     assert f"{pcs.url}{TCB}?fmspc=112233445566 answered HTTP 404" in str(caught.value)
 
     pcs.fail[QE] = 503
-    with pytest.raises(CollateralUnavailableError, match="answered HTTP 503 .injected failure."):
+    with pytest.raises(CollateralUnavailableError, match=r"answered HTTP 503 .injected failure."):
         client.qe_identity()
 
 

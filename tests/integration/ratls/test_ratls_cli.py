@@ -20,7 +20,8 @@ AT = NOW.isoformat()
 
 def appliance(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120,
+        check=False,
     )
 
 

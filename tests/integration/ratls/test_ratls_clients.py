@@ -324,12 +324,16 @@ def test_openai_sdk_surfaces_the_refusal(serve, issuer, make_verifier, clock) ->
 
 
 def test_plain_http_is_refused(make_verifier, clock) -> None:
-    with attested_httpx_client(make_verifier(), clock=clock) as client:
-        with pytest.raises(RatlsError, match="https only"):
-            client.get("http://127.0.0.1:9/v1/models")
-    with attested_session(make_verifier(), clock=clock) as session:
-        with pytest.raises(RatlsError, match="https only"):
-            session.get("http://127.0.0.1:9/v1/models")
+    with (
+        attested_httpx_client(make_verifier(), clock=clock) as client,
+        pytest.raises(RatlsError, match="https only"),
+    ):
+        client.get("http://127.0.0.1:9/v1/models")
+    with (
+        attested_session(make_verifier(), clock=clock) as session,
+        pytest.raises(RatlsError, match="https only"),
+    ):
+        session.get("http://127.0.0.1:9/v1/models")
 
 
 # -- rotation and the verdict cache ----------------------------------------------------------------
@@ -423,9 +427,11 @@ def _unchecked_identity(key, der: bytes) -> Identity:
 
 
 def test_proxies_are_refused_not_bypassed(server, make_verifier, clock) -> None:
-    with attested_session(make_verifier(), clock=clock) as session:
-        with pytest.raises(RatlsError, match="proxies") as err:
-            session.get(f"{server.url}/v1/models", proxies={"https": "http://127.0.0.1:9"})
+    with (
+        attested_session(make_verifier(), clock=clock) as session,
+        pytest.raises(RatlsError, match="proxies") as err,
+    ):
+        session.get(f"{server.url}/v1/models", proxies={"https": "http://127.0.0.1:9"})
     assert err.value.check == "proxy"
     assert server.connections == []
 

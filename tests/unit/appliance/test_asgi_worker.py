@@ -112,7 +112,9 @@ def test_each_request_sees_the_identity_its_connection_presented(server: int,
     b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEADER_FIELDS + 1))
     + b"\r\n",
 ])
-def test_an_oversized_request_head_is_refused_and_the_connection_closed(server: int, head: bytes) -> None:
+def test_an_oversized_request_head_is_refused_and_the_connection_closed(
+    server: int, head: bytes
+) -> None:
     connection = Connection(server)
     connection.tls.sendall(head)
     answer = b""

@@ -25,7 +25,8 @@ def append_many(path: str, prefix: str, count: int) -> None:
     log = ReceiptLog(Path(path), max_receipts=10_000)
     threads = [
         threading.Thread(target=lambda t=t: [
-            log.append(f"{prefix}-{t}-{i}", chained_sealer(f"{prefix}-{t}-{i}")) for i in range(count)
+            log.append(f"{prefix}-{t}-{i}", chained_sealer(f"{prefix}-{t}-{i}"))
+            for i in range(count)
         ])
         for t in range(4)
     ]

@@ -52,7 +52,9 @@ def test_listen_forms() -> None:
     assert split_listen(":443") == ("0.0.0.0", 443)
 
 
-def test_systemd_credentials_directory_supplies_secrets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_systemd_credentials_directory_supplies_secrets(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import argparse
 
     from appliance.cli.serve import settings_from_args

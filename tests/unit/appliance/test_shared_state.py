@@ -48,7 +48,9 @@ def test_damaged_file_keeps_the_last_good_view(tmp_path: Path) -> None:
 
 
 def test_not_ready_without_a_model() -> None:
-    state = SharedState(status={"proxy_status": "ready", "loaded_model": None}, identity_generation=0)
+    state = SharedState(
+        status={"proxy_status": "ready", "loaded_model": None}, identity_generation=0
+    )
     assert not state.ready
     assert not NOT_STARTED.ready
 

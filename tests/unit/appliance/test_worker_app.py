@@ -25,10 +25,10 @@ from support.worker_app import (
     stop_engine,
 )
 
-from appliance.worker.server import build_worker
+from appliance.settings import Settings
 from appliance.worker.proxy import RECEIPT_HEADER
 from appliance.worker.receipts import canonical_bytes
-from appliance.settings import Settings
+from appliance.worker.server import build_worker
 from appliance.worker.wsgi_bridge import TLS_CONNECTION_ENVIRON, wsgi_environ
 from ratls.errors import IncompleteReceiptError
 from ratls.receipts import verify_receipt
@@ -63,7 +63,10 @@ def receipt_of(client, response) -> dict:
 def test_chat_is_passed_through_byte_for_byte_with_a_verifiable_receipt(
         client, supervisor_double: SupervisorDouble) -> None:
     # Unusual but valid JSON formatting must reach the engine unchanged (hash in the receipt).
-    body = b'{ "model":"tiny",\n "messages":[{"role":"user","content":"Hello \\u00e9"}], "max_tokens":5 }'
+    body = (
+        b'{ "model":"tiny",\n '
+        b'"messages":[{"role":"user","content":"Hello \\u00e9"}], "max_tokens":5 }'
+    )
     response = client.post("/v1/chat/completions", content=body, headers=JSON)
     assert response.status_code == 200, response.content
     assert response.json()["usage"]["completion_tokens"] == 5
@@ -125,7 +128,9 @@ def test_a_stream_the_engine_breaks_gets_an_engine_failed_receipt(
 def test_receipts_chain(client) -> None:
     hashes = []
     for _ in range(3):
-        response = client.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2})
+        response = client.post(
+            "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2}
+        )
         hashes.append(receipt_of(client, response))
     assert hashes[1]["previous_receipt_sha256"] == hashes[0]["receipt_sha256"]
     assert hashes[2]["previous_receipt_sha256"] == hashes[1]["receipt_sha256"]
@@ -172,7 +177,9 @@ def test_unknown_paths_and_methods(client) -> None:
     assert wrong.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_no_model_ready_is_503_and_models_is_empty(client, supervisor_double: SupervisorDouble) -> None:
+def test_no_model_ready_is_503_and_models_is_empty(
+    client, supervisor_double: SupervisorDouble
+) -> None:
     supervisor_double.status = {"proxy_status": "loading", "loaded_model": None}
     supervisor_double.publish()
     response = client.post("/v1/chat/completions", json=CHAT)
@@ -262,11 +269,14 @@ def test_unknown_receipt_is_404(client) -> None:
 
 def test_metrics_and_health(client) -> None:
     client.post("/v1/chat/completions", json=CHAT)
-    client.post("/v1/chat/completions", json=CHAT | {"stream": True}).content
+    _ = client.post("/v1/chat/completions", json=CHAT | {"stream": True}).content
     assert client.get("/metrics").status_code == 401
     text = client.get("/metrics", headers={"Authorization": f"Bearer {LOAD_TOKEN}"}).text
     assert 'appliance_http_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
-    assert 'appliance_streams_finished_total{outcome="complete",route="/v1/chat/completions"} 1.0' in text
+    assert (
+        'appliance_streams_finished_total{outcome="complete",route="/v1/chat/completions"} 1.0'
+        in text
+    )
     assert "appliance_relayed_events_total" in text
     assert client.get("/healthz").json() == {"status": "ok", "model_ready": True}
 
@@ -344,7 +354,9 @@ def test_a_chunked_body_is_stopped_at_the_limit(client, path: str) -> None:
             sent.append(1)
             yield b"x" * 40 * 1024
 
-    response = client.post(path, content=body(), headers=JSON | {"Authorization": f"Bearer {LOAD_TOKEN}"})
+    response = client.post(
+        path, content=body(), headers=JSON | {"Authorization": f"Bearer {LOAD_TOKEN}"}
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert response.headers["Connection"] == "close"
@@ -352,7 +364,8 @@ def test_a_chunked_body_is_stopped_at_the_limit(client, path: str) -> None:
 
 
 def test_the_wsgi_environ_of_a_request() -> None:
-    scope = {"type": "http", "method": "POST", "path": "/v1/caf\u00e9", "query_string": b"a=1&b=%20",
+    scope = {"type": "http", "method": "POST", "path": "/v1/caf\u00e9",
+             "query_string": b"a=1&b=%20",
              "root_path": "", "http_version": "1.1", "scheme": "https",
              "server": ("appliance.test", 8443), "client": ("127.0.0.1", 50000),
              "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),

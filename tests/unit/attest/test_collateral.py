@@ -112,15 +112,15 @@ def test_raw_pcs_responses_give_the_assembled_bundle(day: str, fmspc: str, assem
 
 def pcs_inputs(day: str = "2025-12-17", fmspc: str = "90c06f000000") -> dict:
     d = TINFOIL / day
-    return dict(
-        tcb_info_body=(d / f"tcb_info_{fmspc}.json").read_bytes(),
-        tcb_info_issuer_chain=(d / f"tcb_info_{fmspc}_chain.txt").read_text(),
-        qe_identity_body=(d / "qe_identity.json").read_bytes(),
-        qe_identity_issuer_chain=(d / "qe_identity_chain.txt").read_text(),
-        pck_crl=(d / "pck_crl_platform.crl").read_bytes(),
-        pck_crl_issuer_chain=(d / "pck_crl_platform_chain.txt").read_text(),
-        root_ca_crl=(d / "root_ca.crl").read_bytes(),
-    )
+    return {
+        "tcb_info_body": (d / f"tcb_info_{fmspc}.json").read_bytes(),
+        "tcb_info_issuer_chain": (d / f"tcb_info_{fmspc}_chain.txt").read_text(),
+        "qe_identity_body": (d / "qe_identity.json").read_bytes(),
+        "qe_identity_issuer_chain": (d / "qe_identity_chain.txt").read_text(),
+        "pck_crl": (d / "pck_crl_platform.crl").read_bytes(),
+        "pck_crl_issuer_chain": (d / "pck_crl_platform_chain.txt").read_text(),
+        "root_ca_crl": (d / "root_ca.crl").read_bytes(),
+    }
 
 
 def test_signed_member_is_cut_verbatim_from_any_layout() -> None:
@@ -294,7 +294,9 @@ def test_signed_documents_are_parsed_from_their_text_only() -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")
-@pytest.mark.filterwarnings("ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning")
+@pytest.mark.filterwarnings(
+    "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
+)
 def test_every_single_byte_change_of_a_crl_and_a_certificate_is_typed() -> None:
     """cryptography reports some malformations as TypeError or InvalidVersion: loading must turn
     every one into CollateralFormatError (or load a CRL/certificate whose signature then fails)."""

@@ -86,7 +86,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 def oid(dotted: str) -> bytes:
     arcs = [int(a) for a in dotted.split(".")]
     out = bytearray()
-    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+    for first in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        arc = first
         chunk = [arc & 0x7F]
         while arc > 0x7F:
             arc >>= 7

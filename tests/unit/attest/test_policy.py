@@ -276,7 +276,7 @@ def test_malformed_policy_files(text: str) -> None:
 
 
 def test_policy_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(PolicyFormatError, match="toml or .json"):
+    with pytest.raises(PolicyFormatError, match=r"toml or .json"):
         load_policy(tmp_path / "policy.yaml")
     with pytest.raises(PolicyFormatError, match="cannot read"):
         load_policy(tmp_path / "missing.toml")

@@ -1,4 +1,5 @@
-"""libtdx_attest through ctypes, against a stub library compiled from tests/support (no TDX here)."""
+"""libtdx_attest through ctypes, against a stub library compiled from tests/support (no TDX
+here)."""
 
 from __future__ import annotations
 

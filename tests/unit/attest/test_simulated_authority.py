@@ -84,7 +84,7 @@ def test_extension_writer_reproduces_a_real_intel_pck_extension_byte_for_byte(ve
         leaf_pem[: leaf_pem.index(b"-----END CERTIFICATE-----") + 25]
     )
     real = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
-    # The values TDX-QUOTES.md §5 lists for this certificate.
+    # The values docs/tdx-quotes.md §5 lists for this certificate.
     platform = SimulatedPlatform(
         ppid=bytes.fromhex("811dca2a26b952e85bb6448b097ba4fd"),
         sgx_tcb_components=(3, 3, 2, 2, 4, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0),

@@ -150,7 +150,7 @@ def test_collateral_windows_surround_now(authority, quote, bundle):
         (identity.root_ca_crl_this_update, identity.root_ca_crl_next_update),
     ]:
         assert start < NOW < end
-    with pytest.raises(ValueError, match="(?i)expired"):
+    with pytest.raises(ValueError, match=r"(?i)expired"):
         dcap_verify(
             quote,
             bundle,
@@ -193,7 +193,7 @@ def test_collateral_can_grade_the_platform_as_asked(authority, quote, status):
 
 def test_revoked_pck_is_refused(authority, quote):
     bundle = simulated_collateral(authority, now=NOW, revoke_pck=True).to_bundle_json()
-    with pytest.raises(ValueError, match="(?i)revoked"):
+    with pytest.raises(ValueError, match=r"(?i)revoked"):
         dcap_verify(quote, bundle, authority.root_der, NOW)
 
 

@@ -47,7 +47,7 @@ def regions(quote: Quote, raw: bytes) -> dict[str, range]:
     inner = auth + 2 + len(quote.certification_data.qe_auth_data)
     chain_end = len(raw) - len(quote.padding)
     return {
-        "header": range(0, 48),
+        "header": range(48),
         "body": range(48, signed),
         "signature_data_length": range(signed, sig),
         "signature": range(sig, sig + 64),
@@ -148,6 +148,7 @@ def test_sampled_offsets_of_every_other_quote(name: str) -> None:
                 VERIFIER.verify(mutated, collateral, now=now)
             if late_failure:
                 assert not isinstance(info.value, errors.TcbLevelError), (offset, info.value)
+    return None
 
 
 def _check_against_evidence_only(name: str, raw: bytes, offsets: list[int]) -> None:
@@ -167,7 +168,7 @@ def _check_against_evidence_only(name: str, raw: bytes, offsets: list[int]) -> N
 def evidence_intact(quote: Quote) -> bool:
     root = intel_sgx_root_ca()
     try:
-        leaf, ca, embedded_root = (x509.load_der_x509_certificate(d) for d in quote.pck_cert_chain)
+        leaf, ca, _embedded_root = (x509.load_der_x509_certificate(d) for d in quote.pck_cert_chain)
         if quote.pck_cert_chain[2] != root.der:
             return False
         ca.verify_directly_issued_by(root.certificate)

@@ -1,4 +1,5 @@
-"""Engine kinds (loader.engine.kinds): the vLLM command line and environment, built from settings."""
+"""Engine kinds (loader.engine.kinds): the vLLM command line and environment, built from
+settings."""
 
 from __future__ import annotations
 

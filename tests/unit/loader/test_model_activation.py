@@ -58,7 +58,10 @@ def test_opens_with_every_pinned_parameter_and_mounts_read_only(model, tmp_path:
             "--hash-offset", "4096",  # past the superblock, which is not trusted
             "--salt", "aa55" * 16,
         ],
-        ["mount", "-t", "squashfs", "-o", "ro,nodev,nosuid,noexec", f"/dev/mapper/{name}", str(verified.path)],
+        [
+            "mount", "-t", "squashfs", "-o", "ro,nodev,nosuid,noexec",
+            f"/dev/mapper/{name}", str(verified.path),
+        ],
     ]  # fmt: skip
     assert "--root-hash-file" not in runner.calls[0]
     assert verified.path.is_dir() and verified.path.parent == tmp_path / "work"

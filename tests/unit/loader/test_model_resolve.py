@@ -60,7 +60,7 @@ def test_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError):
         resolve_model_image(tmp_path, "absent")
     (tmp_path / "half.img").write_bytes(b"img")
-    with pytest.raises(ModelNotFoundError, match=".verity"):
+    with pytest.raises(ModelNotFoundError, match=r".verity"):
         resolve_model_image(tmp_path, "half")
     with pytest.raises(ModelNotFoundError):
         resolve_model_image(tmp_path / "no-such-dir", "m")

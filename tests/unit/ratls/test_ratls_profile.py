@@ -40,7 +40,7 @@ def der_of(cert: x509.Certificate) -> bytes:
 
 def make(key=None, **overrides) -> bytes:
     key = key or ec.generate_private_key(ec.SECP256R1())
-    args = dict(names=NAMES, quote=QUOTE, model_digest=DIGEST, not_before=NOW)
+    args = {"names": NAMES, "quote": QUOTE, "model_digest": DIGEST, "not_before": NOW}
     args.update(overrides)
     return der_of(build_certificate(key, **args))
 
@@ -106,9 +106,9 @@ def test_extensions_hold_raw_bytes_as_extn_value_contents() -> None:
 def _oid_der(oid: x509.ObjectIdentifier) -> bytes:
     arcs = [int(a) for a in oid.dotted_string.split(".")]
     body = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
+    for first in arcs[2:]:
+        chunk = [first & 0x7F]
+        arc = first >> 7
         while arc:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7

@@ -56,13 +56,15 @@ def client_context(**settings) -> ssl.SSLContext:
 
 
 def handshake(port: int, context: ssl.SSLContext | None = None, sni: str | None = None):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with (context or client_context()).wrap_socket(raw, server_hostname=sni) as tls:
-            return (
-                hashlib.sha256(tls.getpeercert(binary_form=True)).digest(),
-                tls.version(),
-                tls.cipher(),
-            )
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        (context or client_context()).wrap_socket(raw, server_hostname=sni) as tls,
+    ):
+        return (
+            hashlib.sha256(tls.getpeercert(binary_form=True)).digest(),
+            tls.version(),
+            tls.cipher(),
+        )
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def test_failing_identity_source_aborts_the_handshake(issuer) -> None:
     try:
         handshake(acceptor.port)
         channel.broken = True
-        with pytest.raises(ssl.SSLError, match="INTERNAL_ERROR|internal error"):
+        with pytest.raises(ssl.SSLError, match=r"INTERNAL_ERROR|internal error"):
             handshake(acceptor.port)
         with pytest.raises(IdentityUnavailableError, match="supervisor socket gone"):
             rotating.context()
