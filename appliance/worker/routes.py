@@ -41,7 +41,8 @@ from ratls.server import presented_identity
 
 log = logging.getLogger(__name__)
 
-_HEX = re.compile(r"[0-9a-fA-F]*")
+# Whole bytes: "abc" is a malformed digest (400), not one that fails to match the record (409).
+_HEX_BYTES = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _RECEIPT_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -124,10 +125,9 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a non-empty string", param="model")
         digest = document.get("digest")
-        if digest is not None and (
-            not isinstance(digest, str) or not _HEX.fullmatch(digest) or not digest
-        ):
-            raise BadRequest("`digest` must be a hex string", param="digest")
+        if digest is not None and (not isinstance(digest, str) or not _HEX_BYTES.fullmatch(digest)):
+            raise BadRequest("`digest` must be a hex string of whole bytes", param="digest",
+                             code="invalid_digest")
         body = {"model": model} | ({"digest": digest.lower()} if digest else {})
         return jsonify(supervisor.call("POST", "/load", body)), 202
 
@@ -145,7 +145,7 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     @app.get("/v1/attestation")
     def attestation() -> Response:
         nonce = request.args.get("nonce", "")
-        if not nonce or not _HEX.fullmatch(nonce) or len(nonce) % 2:
+        if not _HEX_BYTES.fullmatch(nonce):
             raise BadRequest("`nonce` must be an even-length hex string", param="nonce")
         # The evidence binds the certificate this connection presented (it may predate a rotation).
         certificate = connection_identity(services.identity).certificate.der.hex()

@@ -26,7 +26,8 @@ from typing import Protocol
 from loader.errors import OperationCancelledError
 from loader.lifecycle.status import LogSource, StatusMachine, Ticket
 
-_HEX = re.compile(r"[0-9a-f]+")
+# Whole bytes: an odd number of digits is malformed, not a digest that fails to match (409).
+_HEX_BYTES = re.compile(r"(?:[0-9a-f]{2})+")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ class LoadRequest:
     def __post_init__(self) -> None:
         if self.expected_digest is not None:
             normalized = self.expected_digest.strip().lower()
-            if not _HEX.fullmatch(normalized):
-                raise ValueError(f"expected digest must be hex, got {self.expected_digest!r}")
+            if not _HEX_BYTES.fullmatch(normalized):
+                raise ValueError(
+                    f"expected digest must be hex bytes, got {self.expected_digest!r}"
+                )
             object.__setattr__(self, "expected_digest", normalized)
 
 

@@ -302,8 +302,9 @@ def test_expected_digest_must_match_the_record(harness: Harness) -> None:
     with pytest.raises(ExpectedDigestMismatchError) as raised:
         lifecycle.load("tiny", expected_digest=wrong)
     assert (raised.value.expected, raised.value.actual) == (wrong, digest)
-    with pytest.raises(ValueError, match="hex"):
-        lifecycle.load("tiny", expected_digest="not-hex")
+    for malformed in ("not-hex", "abc", digest[:-1], ""):
+        with pytest.raises(ValueError, match="hex bytes"):
+            lifecycle.load("tiny", expected_digest=malformed)
     assert lifecycle.status().generation == 0 and harness.spawns() == []
 
 

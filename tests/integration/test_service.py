@@ -178,6 +178,8 @@ def test_refused_loads_change_nothing(client: VerifyingClient, service: Service,
         ({"model": "absent"}, 404, "model_not_found"),
         ({"model": "../tiny"}, 400, "invalid_model_name"),
         ({"model": OTHER, "digest": "00" * 32}, 409, "digest_mismatch"),
+        ({"model": OTHER, "digest": "abc"}, 400, "invalid_digest"),
+        ({"model": OTHER, "digest": ""}, 400, "invalid_digest"),
     ]
     for body, status, code in cases:
         response = client.http.post("/v1/models/load", json=body, headers=service.auth())
