@@ -42,16 +42,6 @@ from attest.verify import DcapVerifier
 
 
 @pytest.fixture(scope="module")
-def authority(tmp_path_factory) -> SimulatedAuthority:
-    return SimulatedAuthority.create(tmp_path_factory.mktemp("sim") / "authority", now=NOW)
-
-
-@pytest.fixture(scope="module")
-def quote(authority) -> bytes:
-    return SimulatedQuoteProvider(authority).get_quote(REPORT_DATA)
-
-
-@pytest.fixture(scope="module")
 def collateral(authority):
     return simulated_collateral(authority, now=NOW).to_collateral()
 
