@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from appliance.channel.identity import identity_from_document
-from appliance.worker.routes import StateSource, Supervisor
+from appliance.worker.routes import ControlChannel, StateSource
 from ratls.issuer import Identity
 
 
@@ -20,7 +20,7 @@ class SupervisorIdentitySource:
     The supervisor's identity, re-fetched on a new generation.
     """
 
-    def __init__(self, state: StateSource, supervisor: Supervisor) -> None:
+    def __init__(self, state: StateSource, supervisor: ControlChannel) -> None:
         self._state = state
         self._supervisor = supervisor
         self._lock = threading.Lock()

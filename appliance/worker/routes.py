@@ -50,7 +50,7 @@ class StateSource(Protocol):
     def current(self) -> SharedState: ...
 
 
-class Supervisor(Protocol):
+class ControlChannel(Protocol):
     """The control channel as the app sees it (appliance.channel.control.ControlClient)."""
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any: ...
@@ -60,7 +60,7 @@ class Supervisor(Protocol):
 class WorkerServices:
     state: StateSource
     identity: IdentitySource
-    supervisor: Supervisor
+    supervisor: ControlChannel
     proxy: InferenceProxy
     receipts: ReceiptLog
     metrics: Metrics
