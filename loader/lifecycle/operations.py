@@ -49,7 +49,7 @@ from loader.lifecycle.steps import (
     ModelSource,
     OperationContext,
     RunningEngine,
-    VerifiedModel,
+    ServableModel,
 )
 from loader.settings import HealthSettings, LoaderSettings, RestartPolicy
 
@@ -87,7 +87,7 @@ class LifecycleHooks:
 class _Deployment:
     """A verified model being served: owned by the lifecycle, changed only under its lock."""
 
-    def __init__(self, model: str, verified: VerifiedModel) -> None:
+    def __init__(self, model: str, verified: ServableModel) -> None:
         self.model = model
         self.digest = verified.digest
         self.verified = verified

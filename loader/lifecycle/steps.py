@@ -47,7 +47,7 @@ class LoadRequest:
             object.__setattr__(self, "expected_digest", normalized)
 
 
-class VerifiedModel(Protocol):
+class ServableModel(Protocol):
     """A model whose bytes were verified, at a path the engine can read, until `close`."""
 
     @property
@@ -74,7 +74,7 @@ class CheckedRequest(Protocol):
 class ModelSource(Protocol):
     def check(self, request: LoadRequest) -> CheckedRequest: ...
 
-    def verify(self, checked: CheckedRequest, context: OperationContext) -> VerifiedModel: ...
+    def verify(self, checked: CheckedRequest, context: OperationContext) -> ServableModel: ...
 
 
 class RunningEngine(Protocol):
