@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attest.certs import X509_PARSE_ERRORS, common_name, load_certificate
 from attest.errors import CollateralFormatError
+from attest.pck import FMSPC_SIZE, PCE_ID_SIZE
 
 TCB_INFO_ID_TDX = "TDX"
 TCB_INFO_VERSION_TDX = 3
@@ -38,8 +39,6 @@ QE_IDENTITY_ID_TD_QE = "TD_QE"
 QE_IDENTITY_VERSION = 2
 
 TCB_COMPONENT_COUNT = 16
-FMSPC_SIZE = 6
-PCE_ID_SIZE = 2
 ECDSA_SIGNATURE_SIZE = 64
 
 # The PCK CRL is issued per CA; a PCK certificate names its CA in its issuer CN.

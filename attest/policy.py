@@ -33,12 +33,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from attest.collateral import TcbStatus
 from attest.errors import PolicyError, PolicyFormatError
-from attest.quote import TdReport
+from attest.quote import REPORT_DATA_SIZE, TD_ATTRIBUTE_SEPT_VE_DISABLE, TdReport
 from attest.verify import VerifiedQuote
 
 # TD attribute bits (TDX module ABI; names as in Linux's asm/shared/tdx.h).
 TD_ATTRIBUTES_TUD_MASK = 0xFF  # "TD under debug": DEBUG (bit 0) and debug-only features
-TD_ATTRIBUTE_SEPT_VE_DISABLE = 1 << 28
 TD_ATTRIBUTES_KNOWN = (
     TD_ATTRIBUTES_TUD_MASK
     | 1 << 16  # ICSSD
@@ -53,7 +52,6 @@ TD_ATTRIBUTES_KNOWN = (
 
 MEASUREMENT_SIZE = 48
 XFAM_SIZE = 8
-REPORT_DATA_SIZE = 64
 
 SAFE_TCB_STATUSES = (
     TcbStatus.UP_TO_DATE,

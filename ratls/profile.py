@@ -52,7 +52,6 @@ MODEL_RTMR = 3
 MODEL_EVENT_TYPE = "appliance.model.v1"
 
 NOT_BEFORE_FORMAT = "%Y-%m-%dT%H:%MZ"
-REPORT_DATA_SIZE = 64
 DEFAULT_VALIDITY = timedelta(hours=24)
 
 NONCE_MIN_SIZE = 16

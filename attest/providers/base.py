@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Literal, Protocol, runtime_checkable
 
 from attest.errors import ProviderError
-
-REPORT_DATA_SIZE = 64
+from attest.quote import REPORT_DATA_SIZE
 
 TeeName = Literal["tdx", "simulated"]
 

@@ -19,7 +19,8 @@ from attest.errors import (
     QuoteGenerationError,
     RtmrExtendError,
 )
-from attest.providers.base import REPORT_DATA_SIZE, TeeName, require_report_data
+from attest.providers.base import TeeName, require_report_data
+from attest.quote import REPORT_DATA_SIZE
 from attest.rtmr import RTMR_SIZE, require_extend_request
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,8 @@ from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from attest.errors import AuthorityStoreError
-from attest.simulated.platform import SGX_EXTENSION_OID, SimulatedPlatform
+from attest.pck import SGX_EXTENSION_OID
+from attest.simulated.platform import SimulatedPlatform
 
 logger = logging.getLogger(__name__)
 

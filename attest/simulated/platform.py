@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from attest.pck import SGX_EXTENSION_OID
+from attest.quote import TD_ATTRIBUTE_SEPT_VE_DISABLE
 from attest.simulated.der_writer import boolean, enumerated, integer, octet_string, oid, sequence
-
-SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
-TD_ATTRIBUTE_DEBUG = 1 << 0
-TD_ATTRIBUTE_SEPT_VE_DISABLE = 1 << 28
 
 
 def _tag(label: str, size: int) -> bytes:
