@@ -59,14 +59,14 @@ def test_no_tracked_file_refers_outside_the_repository() -> None:
 
 
 # Built, not written out, so that this file does not itself name a path outside the repository.
-OUTSIDE = "../" + "shared/"
+SIBLING = "../" + "shared/"
 
 
 @pytest.mark.parametrize(
     ("name", "text"),
     [
-        ("README.md", "see " + OUTSIDE + "DESIGN.md"),
-        ("loader/x.py", "# " + OUTSIDE + "notes/docs/engine.md §2"),
+        ("README.md", "see " + SIBLING + "DESIGN.md"),
+        ("loader/x.py", "# " + SIBLING + "notes/docs/engine.md §2"),
         ("tests/x.py", "VECTORS = Path('/work/" + "shared/vectors')"),
         ("docs/x.md", "[design](../../DESIGN.md)"),
         ("docs/x.md", "[missing](missing.md)"),
