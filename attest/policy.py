@@ -52,6 +52,7 @@ TD_ATTRIBUTES_KNOWN = (
 
 MEASUREMENT_SIZE = 48
 XFAM_SIZE = 8
+TD_ATTRIBUTES_SIZE = 8
 
 SAFE_TCB_STATUSES = (
     TcbStatus.UP_TO_DATE,
@@ -91,6 +92,11 @@ Measurement = Annotated[
 Xfam = Annotated[
     bytes, BeforeValidator(_hex_bytes(XFAM_SIZE)), PlainSerializer(_to_hex, return_type=str)
 ]
+TdAttributes = Annotated[
+    bytes,
+    BeforeValidator(_hex_bytes(TD_ATTRIBUTES_SIZE)),
+    PlainSerializer(_to_hex, return_type=str),
+]
 ReportData = Annotated[
     bytes,
     BeforeValidator(_hex_bytes(REPORT_DATA_SIZE)),
@@ -119,6 +125,7 @@ MEASUREMENT_FIELDS = (
     "mr_owner",
     "mr_owner_config",
     "xfam",
+    "td_attributes",
 )
 
 
@@ -130,6 +137,7 @@ def _measurements(body: TdReport) -> dict[str, bytes]:
         "mr_owner": body.mr_owner,
         "mr_owner_config": body.mr_owner_config,
         "xfam": body.xfam,
+        "td_attributes": body.td_attributes,
     }
 
 
@@ -157,6 +165,8 @@ class Policy(BaseModel):
     mr_owner: tuple[Measurement, ...] | None = None
     mr_owner_config: tuple[Measurement, ...] | None = None
     xfam: tuple[Xfam, ...] | None = None
+    # The whole attribute word, pinned as the TD showed it (the rules above apply regardless).
+    td_attributes: tuple[TdAttributes, ...] | None = None
     report_data: ReportData | None = None
 
     allowed_tcb_statuses: Annotated[

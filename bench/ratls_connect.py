@@ -90,7 +90,10 @@ def main() -> int:
     root = TrustRoot(authority.root_der)
     collateral = StaticCollateral(collateral_from_bundle_json(
         simulated_collateral(authority, now=NOW).to_bundle_json()))
-    policy = AppraisalPolicy.default()
+    td = provider.td
+    policy = AppraisalPolicy.from_document(
+        {"mr_td": [td.mr_td.hex()], **{f"rtmr{i}": [td.initial_rtmrs[i].hex()] for i in range(3)}}
+    )
 
     def verifier(dcap: DcapVerifier) -> RatlsVerifier:
         return RatlsVerifier(dcap=dcap, policy=policy, collateral=collateral, clock=lambda: NOW)

@@ -1,12 +1,26 @@
-"""The appraisal policy of RA-TLS: `attest`'s TD policy plus the model digest allowlist.
+"""The appraisal policy of RA-TLS: `attest`'s TD policy, the model digest allowlist, and the
+bounds on the certificate itself.
 
-A policy file is an `attest` policy file (`.toml` or `.json`) with one more optional key:
+A policy file is an `attest` policy file (`.toml` or `.json`) with these more optional keys:
 
     allowed_model_digests = ["<hex dm-verity root hash>", ...]
+    max_certificate_validity_hours = 24   # notAfter - notBefore, at most
+    max_certificate_age_hours = 24        # now - notBefore, at most
+    unsafe_allow_unpinned = false         # accept a TD whose MRTD/RTMR0-2 this file leaves open
+    [origin]                              # where the pinned values came from (informational)
+    method = "trust-on-first-use"
+    source = "https://appliance.example:8443"
+    observed_at = "2026-12-06T20:00:00+00:00"
 
-Absent: the model digest is not pinned (results say so). An empty list rejects every server,
-and a certificate without a model digest (no model loaded) never matches a pinned list. Unknown
-keys are errors, as in `attest`.
+Pinning is the default: a policy that leaves MRTD or any of RTMR0-2 unpinned refuses every
+server (check `measurements_pinned`), unless it says `unsafe_allow_unpinned` (the CLI's
+`--unsafe-unpinned`, the library's `AppraisalPolicy.unsafe_unpinned()`). Each register takes a
+list, so an image upgrade can accept two releases at once. `appliance policy init` writes a
+policy from a verified quote.
+
+Model digest absent: not pinned (results say so). An empty list rejects every server, and a
+certificate without a model digest (no model loaded) never matches a pinned list. Unknown keys
+are errors, as in `attest`.
 """
 
 from __future__ import annotations
@@ -14,29 +28,90 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from attest.errors import PolicyFormatError
-from attest.policy import Policy, PolicyOutcome, validate
+from attest.errors import PolicyError, PolicyFormatError
+from attest.policy import CheckOutcome, Policy, PolicyCheck, PolicyOutcome, validate
 from attest.verify import VerifiedQuote
-from ratls.profile import MODEL_DIGEST_MAX_SIZE, MODEL_DIGEST_MIN_SIZE
+from ratls.errors import CertificateError
+from ratls.profile import (
+    DEFAULT_VALIDITY,
+    MODEL_DIGEST_MAX_SIZE,
+    MODEL_DIGEST_MIN_SIZE,
+    RatlsCertificate,
+)
 
 MODEL_DIGESTS_KEY = "allowed_model_digests"
+MAX_VALIDITY_KEY = "max_certificate_validity_hours"
+MAX_AGE_KEY = "max_certificate_age_hours"
+UNSAFE_UNPINNED_KEY = "unsafe_allow_unpinned"
+ORIGIN_KEY = "origin"
+
+# The registers that say which TD this is: its firmware-loaded image (MRTD), firmware (RTMR0),
+# boot loader and kernel command line (RTMR1), kernel and initrd (RTMR2). RTMR3 is the runtime
+# register (the model), which the model digest check covers.
+REQUIRED_PINS = ("mr_td", "rtmr0", "rtmr1", "rtmr2")
+PINNING_CHECK = "measurements_pinned"
+
+# The issuer's rotation (ratls.issuer: a new certificate and quote every DEFAULT_VALIDITY): a
+# certificate that claims longer, or whose notBefore is older, was not made by that rotation.
+DEFAULT_MAX_CERTIFICATE_VALIDITY = DEFAULT_VALIDITY
+DEFAULT_MAX_CERTIFICATE_AGE = DEFAULT_VALIDITY
+_MAX_HOURS = 24 * 366
+
+
+@dataclass(frozen=True)
+class PolicyOrigin:
+    """Where a policy's pinned values came from; written by `appliance policy init`."""
+
+    method: str
+    source: str
+    observed_at: str
+    tee: str | None = None
+    tcb_status: str | None = None
+    certificate_sha256: str | None = None
+
+    @classmethod
+    def from_document(cls, document: Any) -> PolicyOrigin:
+        names = {f.name for f in fields(cls)}
+        if (
+            not isinstance(document, Mapping)
+            or not set(document) <= names
+            or not all(isinstance(v, str) for v in document.values())
+            or not {"method", "source", "observed_at"} <= set(document)
+        ):
+            raise PolicyFormatError(
+                f"{ORIGIN_KEY} must be a table of strings with method, source and observed_at",
+                check=ORIGIN_KEY,
+                expected=sorted(names),
+                actual=sorted(document) if isinstance(document, Mapping) else type(document).__name__,
+            )
+        return cls(**document)
+
+    def to_document(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
 
 @dataclass(frozen=True)
 class AppraisalPolicy:
-    """What a server must show: `tdx` (measurements, TD attributes, TCB) and the model digest."""
+    """What a server must show: `tdx` (measurements, TD attributes, TCB), the model digest, and
+    a certificate within the issuer's rotation."""
 
     tdx: Policy = field(default_factory=Policy)
     allowed_model_digests: frozenset[bytes] | None = None
+    max_certificate_validity: timedelta = DEFAULT_MAX_CERTIFICATE_VALIDITY
+    max_certificate_age: timedelta = DEFAULT_MAX_CERTIFICATE_AGE
+    unsafe_allow_unpinned: bool = False
+    origin: PolicyOrigin | None = None
 
     @classmethod
-    def default(cls) -> AppraisalPolicy:
-        """attest's strict defaults (no debug TD, UpToDate only, no advisories); nothing pinned."""
-        return cls()
+    def unsafe_unpinned(cls) -> AppraisalPolicy:
+        """attest's strict defaults (no debug TD, UpToDate only, no advisories) with nothing
+        pinned: any genuine TD passes. For development and for `policy init`'s first look."""
+        return cls(unsafe_allow_unpinned=True)
 
     @classmethod
     def from_document(
@@ -45,11 +120,25 @@ class AppraisalPolicy:
         """From a parsed policy file. Raises attest's PolicyFormatError naming the field."""
         if not isinstance(document, Mapping):
             raise PolicyFormatError(f"{source}: a policy is a table/object", check=source)
-        fields = dict(document)
-        digests = fields.pop(MODEL_DIGESTS_KEY, None)
+        tdx_fields = dict(document)
+        digests = tdx_fields.pop(MODEL_DIGESTS_KEY, None)
+        validity = tdx_fields.pop(MAX_VALIDITY_KEY, None)
+        age = tdx_fields.pop(MAX_AGE_KEY, None)
+        unpinned = tdx_fields.pop(UNSAFE_UNPINNED_KEY, False)
+        origin = tdx_fields.pop(ORIGIN_KEY, None)
+        if not isinstance(unpinned, bool):
+            raise PolicyFormatError(
+                f"{UNSAFE_UNPINNED_KEY} must be true or false",
+                check=UNSAFE_UNPINNED_KEY,
+                actual=repr(unpinned),
+            )
         return cls(
-            tdx=Policy.from_mapping(fields, source=source),
+            tdx=Policy.from_mapping(tdx_fields, source=source),
             allowed_model_digests=None if digests is None else parse_model_digests(digests),
+            max_certificate_validity=_hours(validity, MAX_VALIDITY_KEY, DEFAULT_MAX_CERTIFICATE_VALIDITY),
+            max_certificate_age=_hours(age, MAX_AGE_KEY, DEFAULT_MAX_CERTIFICATE_AGE),
+            unsafe_allow_unpinned=unpinned,
+            origin=None if origin is None else PolicyOrigin.from_document(origin),
         )
 
     @classmethod
@@ -75,12 +164,70 @@ class AppraisalPolicy:
     def with_model_digests(self, digests: Iterable[bytes]) -> AppraisalPolicy:
         return replace(self, allowed_model_digests=frozenset(digests))
 
+    def allowing_unpinned_unsafely(self) -> AppraisalPolicy:
+        return replace(self, unsafe_allow_unpinned=True)
+
+    def check_certificate_lifetime(self, cert: RatlsCertificate, *, now: datetime) -> None:
+        """The certificate's validity period and age within the bounds. Raises CertificateError."""
+        period = cert.not_after - cert.not_before
+        if period > self.max_certificate_validity:
+            raise CertificateError(
+                "certificate validity period is longer than the policy allows",
+                check="certificate_lifetime",
+                expected=f"<= {self.max_certificate_validity}",
+                actual=str(period),
+            )
+        age = now - cert.not_before
+        if age > self.max_certificate_age:
+            raise CertificateError(
+                "certificate is older than the policy allows",
+                check="certificate_age",
+                expected=f"<= {self.max_certificate_age}",
+                actual=str(age),
+            )
+
     def validate_quote(self, verified: VerifiedQuote, *, report_data: bytes) -> PolicyOutcome:
-        """attest's validate stage, with REPORTDATA pinned to the binding formula's value.
+        """attest's validate stage, with REPORTDATA pinned to the binding formula's value, then
+        the pinning rule.
 
         Raises attest's PolicyError naming the first failed check (all checks in `.checks`).
         """
-        return validate(verified, self.tdx.with_report_data(report_data))
+        outcome = validate(verified, self.tdx.with_report_data(report_data))
+        unpinned = [name for name in REQUIRED_PINS if getattr(self.tdx, name) is None]
+        pinning = PolicyCheck(
+            PINNING_CHECK,
+            ", ".join(REQUIRED_PINS) + " pinned",
+            "not pinned: " + ", ".join(unpinned) if unpinned else "all pinned",
+            CheckOutcome.PASSED
+            if not unpinned
+            else CheckOutcome.UNSAFE_ALLOWED
+            if self.unsafe_allow_unpinned
+            else CheckOutcome.FAILED,
+        )
+        checks = (*outcome.checks, pinning)
+        if pinning.outcome is CheckOutcome.FAILED:
+            raise PolicyError(
+                "the policy does not pin " + ", ".join(unpinned) + ": write one with "
+                "`appliance policy init`, or accept any TD explicitly (unsafe)",
+                check=PINNING_CHECK,
+                expected=pinning.expected,
+                actual=pinning.actual,
+                checks=checks,
+            )
+        return PolicyOutcome(checks)
+
+
+def _hours(value: Any, key: str, default: timedelta) -> timedelta:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= _MAX_HOURS:
+        raise PolicyFormatError(
+            f"{key} must be a positive number of hours",
+            check=key,
+            expected=f"0 < hours <= {_MAX_HOURS}",
+            actual=repr(value),
+        )
+    return timedelta(hours=value)
 
 
 def parse_model_digests(values: Any) -> frozenset[bytes]:

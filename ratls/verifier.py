@@ -183,6 +183,14 @@ class RatlsVerifier:
             f"{cert.not_before.isoformat()} .. {cert.not_after.isoformat()}",
             now.isoformat(),
         )
+        self._policy.check_certificate_lifetime(cert, now=now)
+        run.passed(
+            "certificate_lifetime",
+            "certificate",
+            f"period <= {self._policy.max_certificate_validity}, "
+            f"age <= {self._policy.max_certificate_age}",
+            f"period {cert.not_after - cert.not_before}, age {now - cert.not_before}",
+        )
         if hostname is not None:
             check_hostname(cert, hostname)
             run.passed("hostname", "certificate", hostname, "in subject alternative names")

@@ -52,12 +52,21 @@ for _ in $(seq 100); do [ -f "$sim_root" ] && break; sleep 0.2; done
 echo "appliance pid $pid, log $work/appliance.log"
 echo "simulated root (clients must be given it explicitly): $sim_root"
 
+policy="$work/policy.toml"
+for _ in $(seq 300); do
+    "$appliance" policy init "$url" --sim-root "$sim_root" --out "$policy" 2>/dev/null && break
+    sleep 0.2
+done
+[ -f "$policy" ] || "$appliance" policy init "$url" --sim-root "$sim_root" --out "$policy"
+echo "pinned MRTD and RTMR0-2 on first use (a real tenant pins the image's reference values):"
+grep -E '^(mr_td|rtmr[0-2]) ' "$policy" | cut -c1-60
+
 say "5. Load the model through the lifecycle API (verified client, Bearer load token), wait for ready"
-.venv/bin/python - "$url" "$sim_root" <<'PY'
+.venv/bin/python - "$url" "$sim_root" "$policy" <<'PY'
 import os, sys, time
 from demo_support import verified_client
-url, sim_root = sys.argv[1], sys.argv[2]
-with verified_client(url, sim_root, wait=True) as http:
+url, sim_root, policy = sys.argv[1:4]
+with verified_client(url, sim_root, policy) as http:
     answer = http.post("/v1/models/load", json={"model": "smollm2"},
                        headers={"Authorization": f"Bearer {os.environ['LOAD_TOKEN']}"})
     print("POST /v1/models/load ->", answer.status_code, answer.json()["proxy_message"])
@@ -77,19 +86,19 @@ with verified_client(url, sim_root, wait=True) as http:
     print("loaded", status["loaded_model"], "digest", status["loaded_model_digest"])
 PY
 
-say "6. Attest it like a tenant would: DCAP quote in the certificate, key binding, model digest"
-"$appliance" attest "$url" --sim-root "$sim_root" --nonce
+say "6. Attest it like a tenant would: DCAP quote, key binding, pinned measurements, model digest"
+"$appliance" attest "$url" --sim-root "$sim_root" --policy "$policy" --nonce
 
 say "7. Chat with the stock openai SDK through the verifying client (plain and streamed), then"
 echo "   verify the signed receipt of the exact request and response bytes"
-.venv/bin/python - "$url" "$sim_root" <<'PY'
+.venv/bin/python - "$url" "$sim_root" "$policy" <<'PY'
 import sys
 import openai
 from cryptography import x509
 from ratls.receipts import verify_receipt
 from demo_support import verified_client
-url, sim_root = sys.argv[1], sys.argv[2]
-with verified_client(url, sim_root) as http:
+url, sim_root, policy = sys.argv[1:4]
+with verified_client(url, sim_root, policy) as http:
     sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", http_client=http)
     raw = sdk.chat.completions.with_raw_response.create(
         model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],

@@ -1,4 +1,5 @@
-"""For scripts/demo.sh: an httpx client that verifies the appliance's RA-TLS evidence.
+"""For scripts/demo.sh: an httpx client that verifies the appliance's RA-TLS evidence against
+the demo's pinned policy.
 
 SIMULATED evidence verifies only against the simulated root, passed explicitly; collateral comes
 from the appliance itself (it is signed, so its transport needs no trust).
@@ -6,12 +7,9 @@ from the appliance itself (it is signed, so its transport needs no trust).
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,27 +24,12 @@ from ratls.verifier import RatlsVerifier
 
 
 @contextmanager
-def verified_client(url: str, sim_root: str, *, wait: bool = False) -> Iterator[httpx.Client]:
+def verified_client(url: str, sim_root: str, policy: str) -> Iterator[httpx.Client]:
     """`client.gate.last_result` is the AttestationResult of the last verified connection."""
-    if wait:
-        _wait_for_listener(url)
     verifier = RatlsVerifier(dcap=DcapVerifier(TrustRoot.from_file(Path(sim_root))),
-                             policy=AppraisalPolicy.default(), collateral=ServedCollateral(url),
-                             clock=system_clock)
+                             policy=AppraisalPolicy.load(Path(policy)),
+                             collateral=ServedCollateral(url), clock=system_clock)
     gate = ConnectionGate(verifier, clock=system_clock)
     with httpx_client_for(gate, base_url=url, timeout=120) as client:
         client.gate = gate  # type: ignore[attr-defined]
         yield client
-
-
-def _wait_for_listener(url: str, timeout: float = 60) -> None:
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((parts.hostname, parts.port or 443), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

@@ -13,6 +13,7 @@ from appliance.cli import (
     attest,
     collateral,
     model,
+    policy,
     portal,
     quote,
     serve,
@@ -31,6 +32,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     collateral,
     simulated,
     attest,
+    policy,
     portal,
 )
 

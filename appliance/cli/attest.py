@@ -69,13 +69,30 @@ def _add_verification_options(parser: argparse.ArgumentParser) -> None:
         "--policy",
         type=Path,
         metavar="FILE",
-        help="appraisal policy (TOML or JSON); default: DEBUG off, nothing pinned",
+        help="appraisal policy (TOML or JSON; `appliance policy init` writes one); it must "
+        "pin MRTD and RTMR0-2",
+    )
+    parser.add_argument(
+        "--unsafe-unpinned",
+        action="store_true",
+        help="accept any genuine TD when the policy (or its absence) leaves MRTD or RTMR0-2 "
+        "unpinned (UNSAFE: the operator can run any image)",
     )
     parser.add_argument(
         "--nonce",
         action="store_true",
         help="demand a fresh quote for a random nonce on the connection",
     )
+    add_evidence_source_options(parser)
+    parser.add_argument(
+        "--insecure-skip-hostname-check",
+        action="store_true",
+        help="do not check the host against the certificate's names (INSECURE)",
+    )
+
+
+def add_evidence_source_options(parser: argparse.ArgumentParser) -> None:
+    """The trust root, the collateral source and the verification time."""
     parser.add_argument(
         "--sim-root",
         type=Path,
@@ -91,18 +108,19 @@ def _add_verification_options(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--pccs-url", metavar="URL", help="fetch collateral from this PCCS")
     parser.add_argument("--at", metavar="ISO8601", help="verify as of this time (default: now)")
-    parser.add_argument(
-        "--insecure-skip-hostname-check",
-        action="store_true",
-        help="do not check the host against the certificate's names (INSECURE)",
-    )
 
 
-def build_verifier(args: argparse.Namespace, clock: Clock) -> RatlsVerifier:
-    """The verifier the options describe. Raises UsageError for unreadable inputs."""
+def build_verifier(
+    args: argparse.Namespace, clock: Clock, *, policy: AppraisalPolicy | None = None
+) -> RatlsVerifier:
+    """The verifier the options describe (`policy` overrides theirs). Raises UsageError for
+    unreadable inputs."""
     try:
         root = TrustRoot.from_file(args.sim_root) if args.sim_root else intel_sgx_root_ca()
-        policy = AppraisalPolicy.load(args.policy) if args.policy else AppraisalPolicy.default()
+        if policy is None:
+            policy = AppraisalPolicy.load(args.policy) if args.policy else AppraisalPolicy()
+            if args.unsafe_unpinned:
+                policy = policy.allowing_unpinned_unsafely()
         collateral: CollateralSource
         if args.collateral:
             collateral = StaticCollateral(collateral_from_bundle_json(args.collateral.read_bytes()))
@@ -121,7 +139,7 @@ def build_verifier(args: argparse.Namespace, clock: Clock) -> RatlsVerifier:
     return RatlsVerifier(dcap=DcapVerifier(root), policy=policy, collateral=collateral, clock=clock)
 
 
-def _clock(args: argparse.Namespace) -> Clock:
+def clock_from(args: argparse.Namespace) -> Clock:
     if args.at is None:
         return system_clock
     try:
@@ -133,7 +151,7 @@ def _clock(args: argparse.Namespace) -> Clock:
     return lambda: at
 
 
-def _usage_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def usage_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return run(args)
@@ -144,9 +162,9 @@ def _usage_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     return wrapper
 
 
-@_usage_errors
+@usage_errors
 def run_attest(args: argparse.Namespace) -> int:
-    clock = _clock(args)
+    clock = clock_from(args)
     verifier = build_verifier(args, clock)
     try:
         result = probe(
@@ -162,11 +180,11 @@ def run_attest(args: argparse.Namespace) -> int:
     return EXIT_OK if result.verified else EXIT_REFUSED
 
 
-@_usage_errors
+@usage_errors
 def run_chat(args: argparse.Namespace) -> int:
     import openai
 
-    clock = _clock(args)
+    clock = clock_from(args)
     verifier = build_verifier(args, clock)
     gate = ConnectionGate(
         verifier,

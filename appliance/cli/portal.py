@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__)
     parser.add_argument("--app", action="append", default=[], metavar="ID=URL",
                         help="an app id and the https URL of its appliance, repeatable")
-    parser.add_argument("--policy", type=Path, metavar="FILE", help="appraisal policy (TOML/JSON)")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="appraisal policy (TOML/JSON); it must pin MRTD and RTMR0-2")
+    parser.add_argument("--unsafe-unpinned", action="store_true",
+                        help="attest apps whose MRTD/RTMR0-2 the policy leaves unpinned (UNSAFE)")
     parser.add_argument("--sim-root", type=Path, metavar="PEM",
                         help="trust this SIMULATED root instead of Intel's (development only)")
     parser.add_argument("--pccs-url", metavar="URL",
@@ -52,17 +55,21 @@ def run(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from appliance.portal.app import PortalConfig, create_portal_app
+    from checks.errors import CheckedError
     from ratls.policy import AppraisalPolicy
 
     configure_json_logging()
     try:
+        policy = AppraisalPolicy.load(args.policy) if args.policy else AppraisalPolicy()
+        if args.unsafe_unpinned:
+            policy = policy.allowing_unpinned_unsafely()
         config = PortalConfig(
             apps=parse_apps(args.app),
-            policy=AppraisalPolicy.load(args.policy) if args.policy else AppraisalPolicy.default(),
+            policy=policy,
             sim_root=args.sim_root, pccs_url=args.pccs_url, require_nonce=not args.no_nonce,
         )
         host, port = split_listen(args.listen)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, CheckedError) as exc:
         print(f"appliance portal: {exc}", file=sys.stderr)
         return 2
     app = create_portal_app(config, clock=lambda: datetime.now(UTC))

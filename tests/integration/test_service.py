@@ -23,6 +23,7 @@ from appliance.supervisor.service import STATUS_PUSH_PURPOSE
 from ratls.errors import IncompleteReceiptError, ReceiptError
 from ratls.receipts import verify_receipt, verify_receipt_chain
 from ratls.signing import verify_json
+from support.pinned import simulated_td_policy
 
 pytestmark = pytest.mark.slow
 
@@ -415,7 +416,7 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
     def clock() -> datetime:
         return datetime.now(UTC)
 
-    config = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
+    config = PortalConfig(apps={"demo": service.url}, policy=simulated_td_policy(),
                           sim_root=service.sim_root)
     portal = create_portal_app(config, clock=clock).test_client()
     result = portal.get("/api/v1/apps/demo/attest")
@@ -426,7 +427,7 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
 
     # Evidence that does not chain to the root the portal trusts: 200, verified false, errors.
     other = SimulatedAuthority.create(work / "other-authority", now=clock())
-    stranger = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy.default(),
+    stranger = PortalConfig(apps={"demo": service.url}, policy=simulated_td_policy(),
                             sim_root=other.directory / "root-ca.pem")
     refused = create_portal_app(stranger, clock=clock).test_client().get("/api/v1/apps/demo/attest")
     assert refused.status_code == 200

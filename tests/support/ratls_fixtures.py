@@ -23,6 +23,7 @@ from ratls.verifier import RatlsVerifier
 from support.clock import ManualClock
 from support.ratls_server import RatlsTestServer
 from support.ratls_world import NAMES, NOW
+from support.pinned import simulated_td_policy
 
 __all__ = [
     "authority",
@@ -102,7 +103,7 @@ def make_verifier(sim_root, collateral_json, clock):
     ) -> RatlsVerifier:
         return RatlsVerifier(
             dcap=DcapVerifier(root),
-            policy=policy or AppraisalPolicy.default(),
+            policy=policy or simulated_td_policy(),
             collateral=collateral or StaticCollateral(collateral_from_bundle_json(collateral_json)),
             clock=clock,
         )

@@ -21,6 +21,7 @@ from ratls.policy import AppraisalPolicy
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
 from support.service import Service
+from support.pinned import simulated_td_policy
 
 
 @dataclass
@@ -54,7 +55,7 @@ class VerifyingClient:
 def verifying_client(service: Service, *, require_nonce: bool = False) -> Iterator[VerifyingClient]:
     verifier = RatlsVerifier(
         dcap=DcapVerifier(TrustRoot.from_file(service.sim_root)),
-        policy=AppraisalPolicy.default(),
+        policy=simulated_td_policy(),
         collateral=ServedCollateral(service.url),
         clock=system_clock,
     )

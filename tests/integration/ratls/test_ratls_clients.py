@@ -41,6 +41,7 @@ from ratls.misdirected import MISDIRECTED_RETRIES
 from ratls.policy import AppraisalPolicy
 from ratls.profile import RatlsCertificate, build_certificate, parse_certificate, spki_der
 from ratls.requests_adapter import attested_session
+from support.pinned import simulated_td_policy
 
 DIGEST = hashlib.sha256(b"model image v1").digest()
 OTHER_DIGEST = hashlib.sha256(b"model image v2").digest()
@@ -151,7 +152,7 @@ def test_model_digest_in_the_allowlist_is_accepted(
 ) -> None:
     issuer.reissue(model_digest=DIGEST)
     server = serve(issuer)
-    policy = AppraisalPolicy.default().with_model_digests([DIGEST, OTHER_DIGEST])
+    policy = simulated_td_policy().with_model_digests([DIGEST, OTHER_DIGEST])
     assert fetch(kind, make_verifier(policy=policy), server.url, clock) == COMPLETION_TEXT
 
 
@@ -214,7 +215,7 @@ def test_certificate_without_quote_extension(kind, serve, make_verifier, clock) 
 @pytest.mark.parametrize("kind", CLIENTS)
 @pytest.mark.parametrize("field", ["mr_td", "rtmr2"])
 def test_wrong_measurement(kind, field, server, make_verifier, clock) -> None:
-    policy = AppraisalPolicy.from_document({field: ["ab" * 48]})
+    policy = simulated_td_policy(**{field: ["ab" * 48]})
     error = refused(kind, make_verifier(policy=policy), server.url, clock)
     assert refused_by(error, PolicyError)
     assert field.replace("rtmr2", "rtmr") in (error.cause.check or "")
@@ -253,7 +254,7 @@ def test_tcb_status_outside_the_policy(
 def test_model_digest_outside_the_allowlist(kind, serve, issuer, make_verifier, clock) -> None:
     issuer.reissue(model_digest=OTHER_DIGEST)
     server = serve(issuer)
-    policy = AppraisalPolicy.default().with_model_digests([DIGEST])
+    policy = simulated_td_policy().with_model_digests([DIGEST])
     error = refused(kind, make_verifier(policy=policy), server.url, clock)
     assert refused_by(error, ModelDigestError, "model_digest")
     assert error.result.model_digest == OTHER_DIGEST.hex()
@@ -262,7 +263,7 @@ def test_model_digest_outside_the_allowlist(kind, serve, issuer, make_verifier, 
 
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_no_model_loaded_fails_a_pinned_allowlist(kind, server, make_verifier, clock) -> None:
-    policy = AppraisalPolicy.default().with_model_digests([DIGEST])
+    policy = simulated_td_policy().with_model_digests([DIGEST])
     error = refused(kind, make_verifier(policy=policy), server.url, clock)
     assert refused_by(error, ModelDigestError, "model_digest")
     assert_nothing_sent(server)
@@ -310,7 +311,7 @@ def test_hostname_not_in_the_certificate(kind, serve, provider, make_verifier, c
 def test_openai_sdk_surfaces_the_refusal(serve, issuer, make_verifier, clock) -> None:
     issuer.reissue(model_digest=OTHER_DIGEST)
     server = serve(issuer)
-    policy = AppraisalPolicy.default().with_model_digests([DIGEST])
+    policy = simulated_td_policy().with_model_digests([DIGEST])
     http_client = attested_httpx_client(make_verifier(policy=policy), clock=clock)
     client = openai.OpenAI(
         base_url=f"{server.url}/v1", api_key="unused", http_client=http_client, max_retries=0

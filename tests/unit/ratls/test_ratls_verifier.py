@@ -29,6 +29,7 @@ from ratls.policy import AppraisalPolicy
 from ratls.profile import MODEL_EVENT_TYPE, MODEL_RTMR
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
+from support.pinned import simulated_td_pins, simulated_td_policy
 
 DIGEST = hashlib.sha256(b"model").digest()
 NONCE = bytes(range(40))
@@ -42,7 +43,7 @@ def verifier_for(sim_authority, clock):
                                       validity=validity).to_bundle_json()
         return RatlsVerifier(
             dcap=DcapVerifier(TrustRoot(sim_authority.root_der) if root else None),
-            policy=policy or AppraisalPolicy.default(),
+            policy=policy or simulated_td_policy(),
             collateral=StaticCollateral(collateral_from_bundle_json(bundle)),
             clock=clock,
         )
@@ -76,7 +77,8 @@ def test_verified_result_reports_everything(verifier_for, issuer, sim_authority)
     assert result.valid_until == min(identity.not_after, next_update)
     outcomes = {c.name: c.outcome for c in result.checks}
     assert outcomes["key_binding"] == "passed" and outcomes["hostname"] == "passed"
-    assert outcomes["mr_td"] == "not_pinned" and outcomes["model_digest"] == "not_pinned"
+    assert outcomes["mr_td"] == "passed" and outcomes["model_digest"] == "not_pinned"
+    assert outcomes["rtmr3"] == "not_pinned" and outcomes["measurements_pinned"] == "passed"
     assert outcomes["report_data"] == "passed"  # attest's policy, pinned to the binding value
     assert AttestationResult.model_validate_json(result.model_dump_json()) == result
 
@@ -84,10 +86,10 @@ def test_verified_result_reports_everything(verifier_for, issuer, sim_authority)
 def test_pinned_values_pass_and_are_listed(verifier_for, issuer) -> None:
     identity = issuer.reissue(model_digest=DIGEST)
     td = SimulatedTd()
-    policy = AppraisalPolicy.from_document({
-        "mr_td": [td.mr_td.hex()], "rtmr0": [td.initial_rtmrs[0].hex()],
-        "allowed_model_digests": [DIGEST.hex()],
-    })
+    policy = simulated_td_policy(
+        rtmr0=["ee" * 48, td.initial_rtmrs[0].hex()],  # an upgrade overlaps two releases
+        allowed_model_digests=[DIGEST.hex()],
+    )
     result = verifier_for(policy).attest(identity.certificate.der, hostname="127.0.0.1")
     assert result.verified
     outcomes = {c.name: c.outcome for c in result.checks}
@@ -95,7 +97,7 @@ def test_pinned_values_pass_and_are_listed(verifier_for, issuer) -> None:
 
 
 def test_policy_failure_lists_every_policy_check(verifier_for, issuer) -> None:
-    policy = AppraisalPolicy.from_document({"rtmr3": ["cd" * 48]})
+    policy = simulated_td_policy(rtmr3=["cd" * 48])
     verifier = verifier_for(policy)
     with pytest.raises(AttestationRefused) as err:
         verifier.verify(issuer.current().certificate.der, hostname="::1")
@@ -110,7 +112,7 @@ def test_policy_failure_lists_every_policy_check(verifier_for, issuer) -> None:
 
 
 def test_unsafe_relaxation_passes_and_says_so(verifier_for, issuer) -> None:
-    policy = AppraisalPolicy.from_document({"unsafe_allowed_tcb_statuses": ["OutOfDate"]})
+    policy = simulated_td_policy(unsafe_allowed_tcb_statuses=["OutOfDate"])
     result = verifier_for(policy, tcb_status="OutOfDate").attest(
         issuer.current().certificate.der, hostname="appliance.test")
     assert result.verified and result.tcb_status == "OutOfDate"
@@ -254,3 +256,54 @@ def test_nonce_mode_needs_both_arguments(verifier_for, issuer, provider) -> None
     evidence = make_nonce_evidence(identity, provider, NONCE, now=START)
     with pytest.raises(ValueError):
         verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence)
+
+
+def test_a_policy_that_pins_nothing_refuses_every_server(verifier_for, issuer) -> None:
+    result = verifier_for(AppraisalPolicy()).attest(
+        issuer.current().certificate.der, hostname="appliance.test")
+    assert not result.verified
+    error = result.errors[0]
+    assert error.check == "measurements_pinned" and error.stage == "validate"
+    assert error.expected == "mr_td, rtmr0, rtmr1, rtmr2 pinned"
+    assert error.actual == "not pinned: mr_td, rtmr0, rtmr1, rtmr2"
+
+
+@pytest.mark.parametrize("unpinned", ["mr_td", "rtmr0", "rtmr1", "rtmr2"])
+def test_leaving_any_identity_register_open_refuses(verifier_for, issuer, unpinned) -> None:
+    document = {k: v for k, v in simulated_td_pins().items() if k != unpinned}
+    result = verifier_for(AppraisalPolicy.from_document(document)).attest(
+        issuer.current().certificate.der, hostname="appliance.test")
+    assert not result.verified
+    assert result.errors[0].check == "measurements_pinned"
+    assert result.errors[0].actual == f"not pinned: {unpinned}"
+
+
+def test_the_named_unsafe_policy_accepts_and_says_so(verifier_for, issuer) -> None:
+    result = verifier_for(AppraisalPolicy.unsafe_unpinned()).attest(
+        issuer.current().certificate.der, hostname="appliance.test")
+    assert result.verified
+    assert {c.name: c.outcome for c in result.checks}["measurements_pinned"] == "unsafe_allowed"
+    assert "UNSAFE_ALLOWED measurements_pinned" in result.summary()
+
+
+def test_a_certificate_longer_than_the_rotation_is_refused(verifier_for, provider, names,
+                                                          clock) -> None:
+    long_lived = IdentityIssuer(provider, names, clock=clock, validity=timedelta(days=10))
+    result = verifier_for().attest(long_lived.current().certificate.der, hostname=None)
+    assert not result.verified
+    error = result.errors[0]
+    assert (error.check, error.stage) == ("certificate_lifetime", "certificate")
+    assert error.expected == "<= 1 day, 0:00:00" and error.actual == "10 days, 0:00:00"
+    relaxed = simulated_td_policy(max_certificate_validity_hours=240,
+                                  max_certificate_age_hours=240)
+    assert verifier_for(relaxed).attest(long_lived.current().certificate.der,
+                                        hostname=None).verified
+
+
+def test_an_old_certificate_is_refused_by_age(verifier_for, provider, names, clock) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock, validity=timedelta(days=10))
+    certificate = issuer.current().certificate.der
+    clock.advance(timedelta(hours=30))
+    policy = simulated_td_policy(max_certificate_validity_hours=240)
+    result = verifier_for(policy).attest(certificate, hostname=None)
+    assert not result.verified and result.errors[0].check == "certificate_age"
