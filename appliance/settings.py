@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("management_token", "APPLIANCE_MANAGEMENT_TOKEN"),
     )
+    # http:// to a loopback receiver (development, tests); https:// otherwise.
+    insecure_management_http: bool = False
     enclave_id: str = Field(default_factory=socket.gethostname, min_length=1)
     push_interval: float = Field(default=30.0, gt=0)
 
@@ -123,10 +126,30 @@ class Settings(BaseSettings):
     def _lifecycle_is_protected(self) -> Settings:
         if self.load_token is not None and not self.load_token.get_secret_value():
             raise ValueError("--load-token must not be empty (omit it to leave lifecycle closed)")
-        if self.management_url and self.management_token is None:
+        if self.insecure_open_lifecycle and self.tee != "simulated":
+            raise ValueError("--insecure-open-lifecycle is for development: only with --tee simulated")
+        return self
+
+    @model_validator(mode="after")
+    def _management_token_travels_safely(self) -> Settings:
+        if not self.management_url:
+            return self
+        if self.management_token is None:
             raise ValueError(
                 "--management-url needs --management-token (APPLIANCE_MANAGEMENT_TOKEN)"
             )
+        parts = urlsplit(self.management_url)
+        if parts.scheme == "http":
+            if not self.insecure_management_http:
+                raise ValueError(
+                    "an http:// --management-url would send the management token in clear: "
+                    "use https://, or --insecure-management-http for a loopback receiver"
+                )
+            if not _is_loopback(parts.hostname or ""):
+                raise ValueError(
+                    "--insecure-management-http is for a receiver on this machine only: "
+                    f"{parts.hostname!r} is not a loopback address"
+                )
         return self
 
     @property
@@ -184,3 +207,12 @@ def split_listen(value: str) -> tuple[str, int]:
                 f"--listen host must be an IP address or localhost, got {host!r}"
             ) from exc
     return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--load-token", metavar="TOKEN",
         help="bearer token for /v1/models/load|unload (prefer APPLIANCE_LOAD_TOKEN or LOAD_TOKEN)")
     add("--insecure-open-lifecycle", action="store_true",
-        help="INSECURE, development only: lifecycle endpoints without a token")
+        help="INSECURE, development only (--tee simulated): lifecycle endpoints without a token")
     add("--listen", metavar="HOST:PORT", help="HTTPS listen address (default 0.0.0.0:8443)")
     add("--hostname", action="append", metavar="NAME",
         help="DNS name or IP for the certificate's SAN, repeatable (default localhost)")
@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--management-url", metavar="URL", help="management plane for status pushes")
     add("--management-token", metavar="TOKEN",
         help="bearer token for status pushes (prefer APPLIANCE_MANAGEMENT_TOKEN)")
+    add("--insecure-management-http", action="store_true",
+        help="INSECURE, development only: allow an http:// --management-url on loopback")
     add("--enclave-id", metavar="ID",
         help="this appliance's id in status pushes (default hostname)")
     add("--push-interval", type=float, metavar="S",

@@ -60,6 +60,7 @@ class ReceiptLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         with self._exclusive():
+            _owner_only(path)
             db = self._db()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
@@ -125,6 +126,17 @@ class ReceiptLog:
 
     def _exclusive(self) -> _Exclusive:
         return _Exclusive(self._thread_lock, self._lock_fd)
+
+
+def _owner_only(path: Path) -> None:
+    # Whatever the umask: the receipts name the tenant's request hashes and usage. SQLite gives
+    # its -wal and -shm files the database file's mode, so creating (or narrowing) it first
+    # covers all three.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class _Exclusive:

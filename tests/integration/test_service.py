@@ -350,7 +350,8 @@ def test_status_pushes_are_signed_and_resume_after_failures(work: Path, images) 
     service = start_service(
         work, images["models"], images["roothash"],
         env={"APPLIANCE_MANAGEMENT_TOKEN": "mgmt-secret"},
-        args=["--management-url", receiver.url, "--push-interval", "0.5", "--enclave-id", "e-1"],
+        args=["--management-url", receiver.url, "--insecure-management-http",
+              "--push-interval", "0.5", "--enclave-id", "e-1"],
     )
     try:
         with verifying_client(service) as client:

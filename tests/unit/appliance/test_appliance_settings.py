@@ -41,6 +41,27 @@ def test_management_url_needs_a_token() -> None:
         Settings(management_url="https://mgmt.example")
 
 
+def test_open_lifecycle_is_only_for_simulated_evidence() -> None:
+    with pytest.raises(ValidationError, match="only with --tee simulated"):
+        Settings(insecure_open_lifecycle=True, tee="tdx")
+    assert Settings(insecure_open_lifecycle=True, tee="simulated").insecure_open_lifecycle
+
+
+@pytest.mark.parametrize("url", ["http://mgmt.example", "http://127.0.0.1:9000"])
+def test_plain_http_management_is_refused_by_default(url: str) -> None:
+    with pytest.raises(ValidationError, match="in clear"):
+        Settings(management_url=url, management_token="t")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://[::1]:9", "http://localhost"])
+def test_insecure_management_http_allows_loopback_only(url: str) -> None:
+    settings = Settings(management_url=url, management_token="t", insecure_management_http=True)
+    assert settings.management_url == url
+    with pytest.raises(ValidationError, match="not a loopback"):
+        Settings(management_url="http://10.0.0.2", management_token="t",
+                 insecure_management_http=True)
+
+
 def test_unknown_settings_are_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(load_tokn="typo")

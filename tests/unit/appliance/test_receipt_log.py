@@ -96,3 +96,22 @@ def test_duplicate_id_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(ReceiptStoreError, match="same"):
         log.append("same", chained_sealer("same"))
     assert len(log.tail(10)) == 1
+
+
+def test_the_database_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0)
+    try:
+        path = tmp_path / "receipts.sqlite3"
+        path.touch(mode=0o666)  # an earlier, wider file is narrowed too
+        log = ReceiptLog(path, max_receipts=10)
+        log.append("r-1", chained_sealer("r-1"))
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("receipts.sqlite3")]
+        assert {p.name for p in files} >= {"receipts.sqlite3", "receipts.sqlite3-wal"}
+        for file in files:
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+        log.close()
+    finally:
+        os.umask(previous)
