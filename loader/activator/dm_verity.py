@@ -10,6 +10,12 @@ attacker-chosen superblock could otherwise shrink the data or reshape the tree, 
 veritysetup 2.6 succeed without a root hash; docs/verity.md §1, pitfalls). The kernel then checks
 every block as it is read; a corrupted block reads as EIO.
 
+Taking an activation down is `DmVerityActivator.tear_down`, the one path for a release and for
+what a crashed activator left (loader.activator.recovery):
+
+    umount <mount point>          for each mount point, most recent first; then remove the dir
+    veritysetup close <dm-name>   which also frees the loop devices `open` attached to the files
+
 This cannot run on dev/CI machines (no device-mapper in their kernels). Tests drive it through an
 injected fake command runner; the real commands run only in a TDX guest.
 """
@@ -21,7 +27,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loader.errors import ActivationError
@@ -97,6 +103,15 @@ def open_command(
 
 
 @dataclass(frozen=True)
+class Mapping:
+    """A verity device and its mounts under the mount dir: what a teardown still has to undo."""
+
+    device: str
+    mount_points: tuple[Path, ...] = ()  # most recent first: unmounted in this order
+    mapped: bool = True
+
+
+@dataclass(frozen=True)
 class DmVerityActivator:
     """`activate` has the signature of `materialize_verified`, so a caller can take either."""
 
@@ -133,9 +148,8 @@ class DmVerityActivator:
                 os.rmdir(mount_point)
                 raise
         except BaseException:
-            try:
-                self._close_device(name)
-            except ActivationError as error:
+            _, error = self.tear_down(Mapping(name))
+            if error is not None:
                 logger.error("could not close %s after a failed activation: %s", name, error)
             raise
         if progress is not None:
@@ -144,7 +158,7 @@ class DmVerityActivator:
         return VerifiedModel(
             path=mount_point,
             record=record,
-            _release=lambda: self._deactivate(name, mount_point),
+            _release=lambda: self._release(Mapping(name, (mount_point,))),
         )
 
     def _check_files(self, image: ModelImage, record: TrustedRecord) -> None:
@@ -161,15 +175,49 @@ class DmVerityActivator:
         finally:
             os.close(data_fd)
 
-    def _deactivate(self, name: str, mount_point: Path) -> None:
-        self._run([self.umount, str(mount_point)], "umount")
-        self._close_device(name)
-        os.rmdir(mount_point)
+    def tear_down(self, mapping: Mapping) -> tuple[Mapping, ActivationError | None]:
+        """Undo what is left, in order; stop at the first failure. Returns what remains and why.
 
-    def _close_device(self, name: str) -> None:
-        self._run([self.veritysetup, "close", name], "veritysetup close")
+        A failed step is kept in what remains, so calling again with it retries from there.
+        """
+        # 1. Unmount (EBUSY while a reader has files open: the device stays, the data stays
+        #    readable), then remove the emptied mount point.
+        while mapping.mount_points:
+            mount_point = mapping.mount_points[0]
+            error = self._try([self.umount, str(mount_point)], "umount")
+            if error is not None:
+                return mapping, error
+            mapping = replace(mapping, mount_points=mapping.mount_points[1:])
+            _remove_mount_point(mount_point)
+        # 2. Close the device, once nothing of ours has it mounted. There is no loop device to
+        #    detach: veritysetup attaches them with autoclear, so closing the device frees them.
+        if mapping.mapped:
+            error = self._try([self.veritysetup, "close", mapping.device], "veritysetup close")
+            if error is not None:
+                return mapping, error
+            mapping = replace(mapping, mapped=False)
+        return mapping, None
+
+    def _release(self, mapping: Mapping) -> None:
+        _, error = self.tear_down(mapping)
+        if error is not None:
+            raise error
+
+    def _try(self, argv: list[str], what: str) -> ActivationError | None:
+        """A teardown step: its error names what it was undoing (a mount point or a device)."""
+        return command_error(self.run(argv), what, actual=argv[-1])
 
     def _run(self, argv: list[str], what: str) -> None:
         error = command_error(self.run(argv), what)
         if error is not None:
             raise error
+
+
+def _remove_mount_point(mount_point: Path) -> None:
+    # An empty directory left behind is harmless (names are unique); the teardown goes on.
+    try:
+        os.rmdir(mount_point)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        logger.warning("could not remove mount point %s: %s", mount_point, error.strerror)

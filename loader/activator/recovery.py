@@ -8,8 +8,9 @@ model it activates again is taken. At start-up, before it serves, it looks for L
       (from /proc/self/mountinfo), and
     * a verity device named `appliance-model-<name>-<digest[:16]>` (`dmsetup ls --target verity`),
 
-and tears every one of them down: umount, then `veritysetup close`. Nothing else is touched: not
-a mount outside the mount dir, not a device whose name the activator could not have made.
+and tears every one of them down with `DmVerityActivator.tear_down`, the path a release takes
+too: umount, then `veritysetup close`. Nothing else is touched: not a mount outside the mount dir,
+not a device whose name the activator could not have made.
 
 Why tear down instead of adopting: a leftover mapping was made by an earlier run, and the only
 account of its parameters is the kernel's table. Adopting it would mean re-checking root hash,
@@ -29,15 +30,10 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from loader.activator.dm_verity import (
-    DEVICE_PREFIX,
-    CommandRunner,
-    DmVerityActivator,
-    command_error,
-)
+from loader.activator.dm_verity import DEVICE_PREFIX, CommandRunner, Mapping, command_error
 from loader.errors import ActivationError, ModelNameError, MountTableError
 from loader.images.names import check_model_name
 
@@ -131,12 +127,9 @@ def parse_device_name(device: str) -> tuple[str, str] | None:
 
 def list_verity_devices(run: CommandRunner, dmsetup: str = "dmsetup") -> list[str]:
     result = run([dmsetup, "ls", "--target", "verity"])
-    if result.returncode != 0:
-        raise ActivationError(
-            f"dmsetup ls failed with exit status {result.returncode}: "
-            f"{result.stderr.strip()[-2000:]}",
-            check="dmsetup ls",
-        )
+    error = command_error(result, "dmsetup ls")
+    if error is not None:
+        raise error
     names = []
     for line in result.stdout.splitlines():
         if not line.strip() or line.strip() == _NO_DEVICES:
@@ -148,15 +141,6 @@ def list_verity_devices(run: CommandRunner, dmsetup: str = "dmsetup") -> list[st
             )
         names.append(match["name"])
     return names
-
-
-@dataclass(frozen=True)
-class Mapping:
-    """A verity device and its mounts under the mount dir: what a teardown still has to undo."""
-
-    device: str
-    mount_points: tuple[Path, ...] = ()  # most recent first: unmounted in this order
-    mapped: bool = True
 
 
 def find_leftovers(
@@ -177,36 +161,3 @@ def find_leftovers(
         if parse_device_name(device) is not None:
             found.setdefault(device, [])
     return [Mapping(device, tuple(points)) for device, points in sorted(found.items())]
-
-
-def tear_down(tools: DmVerityActivator, mapping: Mapping) -> tuple[Mapping, ActivationError | None]:
-    """Undo what is left, in order; stop at the first failure. Returns what remains and why."""
-    # 1. Unmount (EBUSY while a reader has files open: the device stays, the data stays readable).
-    while mapping.mount_points:
-        mount_point = mapping.mount_points[0]
-        error = _run(tools.run, [tools.umount, str(mount_point)], "umount")
-        if error is not None:
-            return mapping, error
-        mapping = replace(mapping, mount_points=mapping.mount_points[1:])
-        _remove_mount_point(mount_point)
-    # 2. Close the device, once nothing of ours has it mounted.
-    if mapping.mapped:
-        error = _run(tools.run, [tools.veritysetup, "close", mapping.device], "veritysetup close")
-        if error is not None:
-            return mapping, error
-        mapping = replace(mapping, mapped=False)
-    return mapping, None
-
-
-def _run(run: CommandRunner, argv: list[str], what: str) -> ActivationError | None:
-    return command_error(run(argv), what, actual=argv[-1])
-
-
-def _remove_mount_point(mount_point: Path) -> None:
-    # An empty directory left behind is harmless (names are unique); the teardown goes on.
-    try:
-        os.rmdir(mount_point)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        logger.warning("could not remove mount point %s: %s", mount_point, error.strerror)

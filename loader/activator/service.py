@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loader.activator.dm_verity import DmVerityActivator, device_name
+from loader.activator.dm_verity import DmVerityActivator, Mapping, device_name
 from loader.activator.protocol import (
     MAX_REQUEST_BYTES,
     ActivatorRequest,
@@ -58,14 +58,12 @@ from loader.activator.protocol import (
 )
 from loader.activator.recovery import (
     MAPPER_DIR,
-    Mapping,
     MountTableReader,
     find_leftovers,
     list_verity_devices,
     parse_device_name,
     parse_mountinfo,
     read_mountinfo,
-    tear_down,
 )
 from loader.errors import (
     ActivationError,
@@ -253,7 +251,7 @@ class ActivatorService:
     def _tear_down(self, key: tuple[str, str], mapping: Mapping, path: Path) -> LoaderError | None:
         """One attempt (caller holds the lock): gone from the stale table, or kept with its
         error."""
-        remaining, error = tear_down(self._activator, mapping)
+        remaining, error = self._activator.tear_down(mapping)
         if error is None:
             self._stale.pop(key, None)
             logger.info("tore down %s", mapping.device)

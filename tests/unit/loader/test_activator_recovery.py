@@ -1,6 +1,7 @@
 """Start-up reconciliation pieces (loader.activator.recovery): the mount table, device names,
-`dmsetup ls`, which leftovers are ours, and the teardown order. Commands go to a fake runner
-(no device-mapper here); the mount table is this machine's real one, then crafted lines.
+`dmsetup ls` and which leftovers are ours (their teardown is DmVerityActivator.tear_down, tested
+with the activation). Commands go to a fake runner (no device-mapper here); the mount table is
+this machine's real one, then crafted lines.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import pytest
 from support.commands import FakeRunner
 from support.mountinfo import mountinfo, mountinfo_line
 
-from loader.activator.dm_verity import CommandResult, DmVerityActivator, device_name
+from loader.activator.dm_verity import CommandResult, Mapping, device_name
 from loader.activator.recovery import (
-    Mapping,
     find_leftovers,
     list_verity_devices,
     parse_device_name,
     parse_mountinfo,
     read_mountinfo,
-    tear_down,
 )
 from loader.errors import ActivationError, MountTableError
 from loader.images.record import TrustedRecord
@@ -109,6 +108,10 @@ def test_dmsetup_failures_and_surprises_are_errors() -> None:
     with pytest.raises(ActivationError, match="device-mapper driver") as caught:
         list_verity_devices(failing)
     assert caught.value.check == "dmsetup ls"
+    assert str(caught.value) == (
+        "dmsetup ls failed with exit status 1: "
+        "Failure to communicate with kernel device-mapper driver."
+    )
     with pytest.raises(ActivationError, match="unexpected output") as caught:
         list_verity_devices(FakeRunner(stdout={"dmsetup ls": f"{OURS} (253:1)\n"}))
     assert caught.value.actual == f"{OURS} (253:1)"
@@ -134,31 +137,3 @@ def test_leftovers_are_our_devices_and_their_mounts_directly_under_the_mount_dir
         Mapping(OURS, (mount_dir / "tiny.b", mount_dir / "tiny.a")),  # the later mount first
     ]
     assert find_leftovers(mounts[:3], [], mount_dir) == []
-
-
-def test_teardown_unmounts_then_closes_and_stops_at_the_first_failure(tmp_path: Path) -> None:
-    points = (tmp_path / "tiny.b", tmp_path / "tiny.a")
-    for point in points:
-        point.mkdir()
-    runner = FakeRunner(fail=f"umount {points[1]}")
-    tools = DmVerityActivator(run=runner)
-
-    left, error = tear_down(tools, Mapping(OURS, points))
-    assert left == Mapping(OURS, points[1:])
-    assert error is not None and (error.check, error.actual) == ("umount", str(points[1]))
-    assert not points[0].exists() and points[1].exists()
-
-    runner.fail = "veritysetup close"
-    left, error = tear_down(tools, left)
-    assert left == Mapping(OURS, ()) and error is not None and error.check == "veritysetup close"
-    assert not points[1].exists()
-
-    runner.fail = None
-    assert tear_down(tools, left) == (Mapping(OURS, (), mapped=False), None)
-    assert runner.calls == [
-        ["umount", str(points[0])],
-        ["umount", str(points[1])],
-        ["umount", str(points[1])],
-        ["veritysetup", "close", OURS],
-        ["veritysetup", "close", OURS],
-    ]

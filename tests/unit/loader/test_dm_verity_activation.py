@@ -2,7 +2,8 @@
 
 Device-mapper does not exist on dev/CI kernels, so these tests check the exact commands: every
 pinned parameter, --no-superblock, the root hash as an argument, the mount options, and the
-teardown order, including after failures. The real commands run only in a TDX guest.
+teardown order, including after failures: one teardown for a release and for what a crashed
+activator left (loader.activator.recovery). The real commands run only in a TDX guest.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from uuid import UUID
 import pytest
 from support.commands import FakeRunner
 
-from loader.activator.dm_verity import DmVerityActivator
+from loader.activator.dm_verity import DmVerityActivator, Mapping
 from loader.errors import ActivationError, ParameterMismatchError
 from loader.images.model_image import ModelImage
 from loader.images.record import TrustedRecord
 from loader.verity import VerityParams, format_hash
+
+OURS = "appliance-model-tiny-0123456789abcdef"
 
 
 @pytest.fixture
@@ -74,6 +77,18 @@ def test_opens_with_every_pinned_parameter_and_mounts_read_only(model, tmp_path:
     assert not verified.path.exists()
 
 
+def test_a_failed_release_raises_and_stops_where_it_failed(model, tmp_path: Path) -> None:
+    image, record = model
+    runner = FakeRunner()
+    verified = DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    runner.fail = "umount"
+    with pytest.raises(ActivationError, match="simulated failure") as caught:
+        verified.close()
+    assert (caught.value.check, caught.value.actual) == ("umount", str(verified.path))
+    assert [call[0] for call in runner.calls[2:]] == ["umount"]  # the device stays mapped
+    assert verified.path.is_dir()
+
+
 def test_failed_mount_closes_the_device(model, tmp_path: Path) -> None:
     image, record = model
     runner = FakeRunner(fail="mount")
@@ -127,3 +142,31 @@ def test_image_and_record_of_different_models(model, tmp_path: Path) -> None:
     other = ModelImage("other", image.image_path, image.hash_path)
     with pytest.raises(ParameterMismatchError):
         DmVerityActivator(run=FakeRunner()).activate(other, record, tmp_path / "work")
+
+
+def test_teardown_unmounts_then_closes_and_stops_at_the_first_failure(tmp_path: Path) -> None:
+    points = (tmp_path / "tiny.b", tmp_path / "tiny.a")
+    for point in points:
+        point.mkdir()
+    runner = FakeRunner(fail=f"umount {points[1]}")
+    tools = DmVerityActivator(run=runner)
+
+    left, error = tools.tear_down(Mapping(OURS, points))
+    assert left == Mapping(OURS, points[1:])
+    assert error is not None and (error.check, error.actual) == ("umount", str(points[1]))
+    assert not points[0].exists() and points[1].exists()
+
+    runner.fail = "veritysetup close"
+    left, error = tools.tear_down(left)
+    assert left == Mapping(OURS, ()) and error is not None and error.check == "veritysetup close"
+    assert not points[1].exists()
+
+    runner.fail = None
+    assert tools.tear_down(left) == (Mapping(OURS, (), mapped=False), None)
+    assert runner.calls == [
+        ["umount", str(points[0])],
+        ["umount", str(points[1])],
+        ["umount", str(points[1])],
+        ["veritysetup", "close", OURS],
+        ["veritysetup", "close", OURS],
+    ]
