@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # "cpu": vLLM's CPU build tuned for a fast start (--enforce-eager, uni executor; development
     # and CI). "production": vLLM's defaults.
     engine_profile: Literal["production", "cpu"] = "production"
+    # The engine's own user (no groups, no capabilities): it can then reach nothing of the
+    # service's. Required with --tee tdx unless insecure_shared_engine_user.
+    engine_user: str | None = None
+    insecure_shared_engine_user: bool = False
     # How a verified model reaches the engine. "dm-verity": kernel dm-verity with the pinned
     # parameters and a read-only mount, in this process (needs device-mapper and CAP_SYS_ADMIN:
     # a privileged single-unit setup). "activator": the same, done by the privileged

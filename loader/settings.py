@@ -6,8 +6,13 @@ and builds these. Every bound is checked on construction, so a bad value fails a
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loader.errors import EngineStartError
 
 
 def _require_positive(owner: object, *names: str) -> None:
@@ -65,6 +70,43 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class EngineUser:
+    """The engine's own user (see loader/engine/confinement.py)."""
+
+    name: str
+    uid: int
+    gid: int
+    setpriv: str  # absolute path of the setpriv executable
+
+    @classmethod
+    def resolve(cls, name: str) -> EngineUser:
+        """The user `name`, checked to be neither root nor this process's user."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise EngineStartError(
+                f"the engine user {name!r} does not exist", check="engine user"
+            ) from None
+        if entry.pw_uid == 0 or entry.pw_gid == 0:
+            raise EngineStartError(
+                "the engine must not run as root", check="engine user", actual=name
+            )
+        if entry.pw_uid == os.geteuid():
+            raise EngineStartError(
+                "the engine user must differ from the service's user",
+                check="engine user",
+                actual=name,
+            )
+        setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+        if setpriv is None:
+            raise EngineStartError(
+                "setpriv (util-linux) is needed to start the engine as its own user",
+                check="engine user",
+            )
+        return cls(name=name, uid=entry.pw_uid, gid=entry.pw_gid, setpriv=setpriv)
+
+
+@dataclass(frozen=True)
 class LoaderSettings:
     """Everything the load path and its supervision need, besides the engine kind."""
 
@@ -77,6 +119,8 @@ class LoaderSettings:
     stop_grace: float = 10.0  # SIGTERM to SIGKILL; vLLM stops in about 4 s
     kill_timeout: float = 5.0  # after SIGKILL, until the group must be gone
     log_tail_lines: int = 200
+    # The engine's own user; None runs it as this process's user (development only).
+    engine_user: EngineUser | None = None
 
     def __post_init__(self) -> None:
         _require_positive(self, "stop_grace", "kill_timeout", "log_tail_lines")

@@ -2,8 +2,9 @@
 
 Only the rare operations cross it (lifecycle requests, status, nonce evidence, collateral, and the
 identity when its generation changes); the proxy's hot path never does. The socket lives in a
-0700 directory and is itself 0600: only the service's own user can reach it, which is the whole
-of its access control (the key it hands out is the TLS key the workers serve with anyway).
+0700 directory and is itself 0600, so only the service's own user can reach it; and each
+connection's peer, as the kernel saw it (SO_PEERCRED), must pass `admit` (the supervisor admits
+its API server's processes only) before a byte of it is read.
 Errors cross as the OpenAI envelope with their HTTP status, so workers relay them unchanged.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from appliance.channel.peer import PeerCredentials, peer_credentials
 from appliance.errors import ApiError, BadRequest, ControlChannelError, NotFound, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,16 @@ class ControlRequest:
 
 # A route answers (status, JSON document) or raises ApiError.
 Route = Callable[[ControlRequest], tuple[int, Any]]
+# Why a peer may not use the socket, or None when it may.
+PeerCheck = Callable[[PeerCredentials], str | None]
 
 
 class ControlServer:
     """Serves `routes` (keyed by (method, path)) on a Unix socket, one thread per connection."""
 
-    def __init__(self, socket_path: Path, routes: dict[tuple[str, str], Route]) -> None:
+    def __init__(
+        self, socket_path: Path, routes: dict[tuple[str, str], Route], *, admit: PeerCheck
+    ) -> None:
         self.socket_path = socket_path
         self._routes = routes
         handler = _make_handler(routes)
@@ -56,6 +62,7 @@ class ControlServer:
             self._server = _UnixHTTPServer(str(socket_path), handler)
         finally:
             os.umask(old_umask)
+        self._server.admit = admit
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="control", daemon=True)
 
@@ -70,6 +77,19 @@ class ControlServer:
 
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    admit: PeerCheck
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        try:
+            peer = peer_credentials(request)
+        except OSError:
+            log.warning("control socket: refused a peer whose credentials cannot be read")
+            return False
+        refusal = self.admit(peer)
+        if refusal is not None:
+            log.warning("control socket: refused pid %d uid %d: %s", peer.pid, peer.uid, refusal)
+            return False
+        return True
 
 
 def _make_handler(routes: dict[tuple[str, str], Route]) -> type[BaseHTTPRequestHandler]:

@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="environment variable for the engine, repeatable (its environment is otherwise clean)")
     add("--engine-profile", choices=["production", "cpu"],
         help="cpu: vLLM's CPU build with fast-start flags (development, CI)")
+    add("--engine-user", metavar="USER",
+        help="run the engine as this user (no groups, no capabilities); required with --tee tdx")
+    add("--insecure-shared-engine-user", action="store_true",
+        help="INSECURE: with --tee tdx, run the engine as the service's own user")
     add("--model-access", choices=["dm-verity", "activator", "userspace"],
         help="dm-verity: kernel verity + read-only mount in this process (privileged); activator: "
              "the same through `appliance activator` (the VM's units); userspace: verify a private "
@@ -105,16 +109,21 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"appliance serve: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # The secrets now live in `settings` only: out of this process's environment block (which
+    # /proc shows to every process of this user) and out of everything started from here on.
+    from appliance.supervisor.environment import scrub_environment
+
+    scrub_environment()
     # prometheus_client picks its multi-process mode when first imported: set the directory first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
     from appliance.supervisor.service import build_supervisor, prepare_state_dir
 
     try:
         prepare_state_dir(settings)
+        supervisor = build_supervisor(settings, clock=lambda: datetime.now(UTC))
     except StartupError as exc:
         print(f"appliance serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    supervisor = build_supervisor(settings, clock=lambda: datetime.now(UTC))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:

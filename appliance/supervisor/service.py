@@ -30,7 +30,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from appliance.channel.control import ControlRequest, ControlServer
+from appliance.channel.handover import HANDOVER_FD_VARIABLE, handover_pipe
 from appliance.channel.identity import identity_document
+from appliance.channel.peer import PeerCredentials, parent_pid
 from appliance.channel.shared_state import SharedState, publish
 from appliance.errors import (
     ApiError,
@@ -42,6 +44,11 @@ from appliance.errors import (
 )
 from appliance.metrics import Metrics
 from appliance.settings import Settings
+from appliance.supervisor.capabilities import (
+    CAP_NET_BIND_SERVICE,
+    CAP_SETUID,
+    holds_capability,
+)
 from appliance.supervisor.pusher import StatusPusher
 from appliance.supervisor.tee import TeeServices, build_tee
 from attest.errors import AttestError
@@ -62,7 +69,7 @@ from loader.images.model_image import materialize_verified
 from loader.lifecycle.model_source import Materialize
 from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
 from loader.lifecycle.status import StatusSnapshot
-from loader.settings import LoaderSettings
+from loader.settings import EngineUser, LoaderSettings
 from ratls.errors import RatlsError
 from ratls.evidence import make_nonce_evidence, parse_nonce_hex
 from ratls.issuer import Identity, IdentityIssuer
@@ -75,6 +82,9 @@ log = logging.getLogger(__name__)
 STATUS_PUSH_PURPOSE = "appliance.runtime-status.v1"
 IDENTITY_CHECK_INTERVAL = 30.0
 STOP_TIMEOUT = 15.0
+# Settings the API server is not given: the status push is the supervisor's, and the load token
+# crosses through the handover pipe.
+API_SERVER_WITHHELD = frozenset({"management_url", "management_token", "load_token"})
 
 
 def api_status(snapshot: StatusSnapshot, *, include_engine_log: bool) -> dict[str, Any]:
@@ -129,8 +139,19 @@ class Supervisor:
             ("GET", "/identity"): self._route_identity,
             ("POST", "/attestation"): self._route_attestation,
             ("GET", "/collateral"): self._route_collateral,
-        })
+        }, admit=self._admit_peer)
         self._api: subprocess.Popen[bytes] | None = None
+
+    def _admit_peer(self, peer: PeerCredentials) -> str | None:
+        """Only the API server (gunicorn's master) and its workers, as this user, may connect."""
+        if peer.uid != os.geteuid():
+            return f"uid {peer.uid} is not the service's uid {os.geteuid()}"
+        api = self._api
+        if api is None:
+            return "the API server is not running"
+        if peer.pid != api.pid and parent_pid(peer.pid) != api.pid:
+            return f"not the API server (pid {api.pid}) or one of its workers"
+        return None
 
     # -- running ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -146,10 +167,18 @@ class Supervisor:
 
     def run_api_server(self) -> int:
         """Starts gunicorn and waits until it exits or a stop is requested; returns an exit code."""
-        self._api = subprocess.Popen(
-            [sys.executable, "-m", "appliance.worker.server"],
-            env=api_server_environment(self._settings),
-        )
+        secrets = {}
+        if self._settings.load_token is not None:
+            secrets["load_token"] = self._settings.load_token.get_secret_value()
+        handover = handover_pipe(secrets)
+        try:
+            self._api = subprocess.Popen(
+                api_server_command(),
+                env={**api_server_environment(self._settings), HANDOVER_FD_VARIABLE: str(handover)},
+                pass_fds=(handover,),
+            )
+        finally:
+            os.close(handover)
         log.info("API server started (pid %d) on %s", self._api.pid, self._settings.listen)
         while not self._stopping.is_set():
             try:
@@ -322,19 +351,16 @@ def lifecycle_errors() -> Iterator[None]:
 
 
 def api_server_environment(settings: Settings) -> dict[str, str]:
-    """The gunicorn child's environment: the settings it needs, none of the management secrets."""
+    """The gunicorn child's environment: the settings it needs as APPLIANCE_* variables, and no
+    secret (the load token crosses through `handover_pipe`; the management token not at all)."""
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith("APPLIANCE_") and k != "LOAD_TOKEN"
+        if not k.startswith("APPLIANCE_") and k not in ("LOAD_TOKEN", "CREDENTIALS_DIRECTORY")
     }
     for name in Settings.model_fields:
-        if name in ("management_url", "management_token"):
-            continue
         value = getattr(settings, name)
-        if value is None:
+        if name in API_SERVER_WITHHELD or value is None:
             continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
         if isinstance(value, tuple):
             text = json.dumps(list(value))
         elif isinstance(value, bool):
@@ -346,11 +372,43 @@ def api_server_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def api_server_command() -> list[str]:
+    """gunicorn's command line, without the capabilities only the supervisor needs.
+
+    With CAP_SETUID and friends (to start the engine as its own user), the supervisor's ambient
+    capabilities would pass to the API server on exec: setpriv clears all but
+    CAP_NET_BIND_SERVICE (binding :443) first.
+    """
+    command = [sys.executable, "-m", "appliance.worker.server"]
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None or not holds_capability(CAP_SETUID):
+        return command
+    keep = "+net_bind_service" if holds_capability(CAP_NET_BIND_SERVICE) else ""
+    caps = "-all" + ("," + keep if keep else "")
+    return [setpriv, f"--inh-caps={caps}", f"--ambient-caps={caps}", "--", *command]
+
+
 def prepare_state_dir(settings: Settings) -> None:
-    """The state and run directories, private to the service's user; a clean metrics directory."""
-    for directory in (settings.state_dir, settings.run_dir):
+    """The state and run directories, private to the service's user; a clean metrics directory.
+
+    With an engine user, the state directory is 0711 and its `work` directory too: the engine
+    may pass through to the verified model files it serves (0444 in 0555 directories, in a
+    directory with a random name) and can list, read or reach nothing else there.
+    """
+    if settings.tee == "tdx" and settings.engine_user is None and not (
+        settings.insecure_shared_engine_user
+    ):
+        raise StartupError(
+            "--tee tdx runs the engine as its own user: set --engine-user (or, INSECURE, "
+            "--insecure-shared-engine-user)"
+        )
+    traversable = 0o711 if settings.engine_user is not None else 0o700
+    for directory, mode in ((settings.state_dir, traversable), (settings.run_dir, 0o700)):
         directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        os.chmod(directory, mode)
+    work_dir = settings.state_dir / "work"
+    work_dir.mkdir(exist_ok=True)
+    os.chmod(work_dir, traversable)
     shutil.rmtree(settings.metrics_dir, ignore_errors=True)
     settings.metrics_dir.mkdir(mode=0o700)
     for path in (settings.models_dir, settings.roothash_dir):
@@ -376,11 +434,18 @@ def build_supervisor(settings: Settings, *, clock: Callable[[], datetime]) -> Su
     """The production wiring of a supervisor from the settings."""
     tee = build_tee(settings, now=clock())
     issuer = IdentityIssuer(tee.provider, SubjectNames.parse(list(settings.hostname)), clock=clock)
+    try:
+        engine_user = (
+            EngineUser.resolve(settings.engine_user) if settings.engine_user is not None else None
+        )
+    except LoaderError as exc:
+        raise StartupError(str(exc)) from exc
     loader_settings = LoaderSettings(
         models_dir=settings.models_dir,
         roothash_dir=settings.roothash_dir,
         work_dir=settings.state_dir / "work",
         state_dir=settings.state_dir / "lifecycle",
+        engine_user=engine_user,
     )
     vllm_bin = Path(shutil.which(settings.vllm_bin) or settings.vllm_bin).resolve()
     make_engine = (

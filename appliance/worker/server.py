@@ -13,6 +13,7 @@ certificate and key over the control socket.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry
 
 from appliance.channel.control import ControlClient
+from appliance.channel.handover import take_handover
 from appliance.channel.shared_state import SharedStateReader
 from appliance.logs import GunicornJsonLogger
 from appliance.metrics import Metrics, mark_worker_dead
@@ -108,7 +110,8 @@ class ApiServer(BaseApplication):
 
 
 def main() -> int:
-    settings = Settings()
+    # The load token comes from the supervisor's handover pipe, never from the environment.
+    settings = Settings(**take_handover(os.environ))
     ApiServer(settings).run()
     return 0
 

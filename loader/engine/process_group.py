@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from loader.engine.confinement import confined_command
 from loader.errors import EngineStartError, EngineStopError
+from loader.settings import EngineUser
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +101,13 @@ class EngineProcess:
         *,
         tail_lines: int,
         cwd: Path | None = None,
+        user: EngineUser | None = None,
     ) -> EngineProcess:
-        """Start `command` in a new session with exactly `env`; stdout and stderr go to the tail."""
+        """Start `command` in a new session with exactly `env` (as `user`, when given); stdout
+        and stderr go to the tail."""
         try:
             popen = subprocess.Popen(
-                list(command),
+                confined_command(user, command) if user is not None else list(command),
                 env=dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -117,7 +121,10 @@ class EngineProcess:
                 f"cannot execute the engine {command[0]}: {error.strerror}",
                 check="engine executable",
             ) from error
-        logger.info("engine started: pid %d, %s", popen.pid, Path(command[0]).name)
+        logger.info(
+            "engine started: pid %d, %s, user %s",
+            popen.pid, Path(command[0]).name, user.name if user is not None else "the service's",
+        )
         return cls(popen, LogTail(tail_lines))
 
     @property

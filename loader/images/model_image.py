@@ -230,6 +230,9 @@ def materialize_verified(
         extract_image(copy, record.filesystem, files)
         copy.unlink()
         make_read_only(files)
+        # Only the read-only model is left: an engine running as its own user may pass through
+        # (the random name is not listed to it; see prepare_state_dir).
+        private.chmod(0o711)
     except BaseException:
         _remove_tree(private)
         raise

@@ -68,6 +68,7 @@ class EngineLauncher:
                 kind.command(model_path, served_model_name),
                 engine_environment(kind, parent),
                 tail_lines=settings.log_tail_lines,
+                user=settings.engine_user,
             )
         engine = LaunchedEngine(process, kind, settings)
         context.attach_log(process.log_tail)

@@ -46,7 +46,7 @@ def supervisor_double(tmp_path: Path, fake_engine: FakeEngine, issuer: IdentityI
     settings = service_settings(tmp_path, fake_engine.port)
     double = SupervisorDouble(settings, issuer)
     double.publish()
-    server = ControlServer(settings.control_socket, double.routes())
+    server = ControlServer(settings.control_socket, double.routes(), admit=lambda _peer: None)
     server.start()
     yield double
     server.stop()

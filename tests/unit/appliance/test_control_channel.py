@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from appliance.channel.control import ControlClient, ControlRequest, ControlServer
+from appliance.channel.peer import PeerCredentials
 from appliance.errors import ApiError, Conflict, NotFound, ServiceUnavailable
 
 
@@ -25,12 +29,41 @@ def channel(tmp_path: Path):
     def broken(request: ControlRequest) -> tuple[int, dict]:
         raise RuntimeError("secret detail")
 
+    peers: list[PeerCredentials] = []
+
+    def admit(peer: PeerCredentials) -> str | None:
+        peers.append(peer)
+        return None if peer.pid == os.getpid() else "not this test's process"
+
     path = tmp_path / "control.sock"
     server = ControlServer(path, {("POST", "/echo"): echo, ("GET", "/busy"): busy,
-                                  ("GET", "/broken"): broken})
+                                  ("GET", "/broken"): broken}, admit=admit)
+    server.peers = peers
     server.start()
     yield ControlClient(path, timeout=5), server, seen
     server.stop()
+
+
+def test_the_kernel_names_the_peer(channel) -> None:
+    client, server, _ = channel
+    client.call("POST", "/echo", {})
+    assert server.peers == [PeerCredentials(pid=os.getpid(), uid=os.geteuid(), gid=os.getegid())]
+
+
+def test_a_peer_that_is_not_admitted_gets_nothing(channel) -> None:
+    _, server, seen = channel
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "s.sendall(b'POST /echo HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 2\\r\\n\\r\\n{}')\n"
+        "try:\n    print(repr(s.recv(100)))\n"
+        "except ConnectionResetError:\n    print('reset')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(server.socket_path)],
+                         capture_output=True, text=True, timeout=30, check=True)
+    assert run.stdout.strip() in ("b''", "reset")  # closed without an answer
+    assert seen == []  # and without a route being run
+    assert server.peers[-1].pid != os.getpid()
 
 
 def test_round_trip_with_query_and_body(channel) -> None:
