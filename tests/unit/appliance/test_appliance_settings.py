@@ -123,3 +123,31 @@ def test_serve_wires_the_activator_client_to_its_socket() -> None:
     chosen = Settings(tee="simulated", model_access="activator", activator_socket="/run/x.sock")
     assert chosen.effective_model_access == "activator"
     assert model_access(chosen) == ActivatorClient(Path("/run/x.sock"))
+
+
+def test_tdx_refuses_to_start_an_engine_as_the_services_user(tmp_path: Path) -> None:
+    from appliance.errors import StartupError
+    from appliance.supervisor.service import prepare_state_dir
+
+    (tmp_path / "models").mkdir()
+    common = {"state_dir": tmp_path / "state", "models_dir": tmp_path / "models",
+              "roothash_dir": tmp_path / "models", "vllm_bin": "/bin/true"}
+    with pytest.raises(StartupError, match="--engine-user"):
+        prepare_state_dir(Settings(tee="tdx", **common))
+    assert not (tmp_path / "state").exists()  # refused before anything was made
+    prepare_state_dir(Settings(tee="tdx", insecure_shared_engine_user=True, **common))
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    prepare_state_dir(Settings(tee="tdx", engine_user="nobody", **common))
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o711  # the engine passes through
+    assert (tmp_path / "state" / "run").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_engine_user_must_exist_and_be_neither_root_nor_us() -> None:
+    from loader.errors import EngineStartError
+    from loader.settings import EngineUser
+
+    for name in ("no-such-user-here", "root"):
+        with pytest.raises(EngineStartError):
+            EngineUser.resolve(name)
+    nobody = EngineUser.resolve("nobody")
+    assert nobody.uid != 0 and nobody.setpriv.endswith("/setpriv")
