@@ -131,7 +131,9 @@ class Settings(BaseSettings):
         if self.load_token is not None and not self.load_token.get_secret_value():
             raise ValueError("--load-token must not be empty (omit it to leave lifecycle closed)")
         if self.insecure_open_lifecycle and self.tee != "simulated":
-            raise ValueError("--insecure-open-lifecycle is for development: only with --tee simulated")
+            raise ValueError(
+                "--insecure-open-lifecycle is for development: only with --tee simulated"
+            )
         return self
 
     @model_validator(mode="after")

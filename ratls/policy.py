@@ -87,7 +87,9 @@ class PolicyOrigin:
                 f"{ORIGIN_KEY} must be a table of strings with method, source and observed_at",
                 check=ORIGIN_KEY,
                 expected=sorted(names),
-                actual=sorted(document) if isinstance(document, Mapping) else type(document).__name__,
+                actual=sorted(document)
+                if isinstance(document, Mapping)
+                else type(document).__name__,
             )
         return cls(**document)
 
@@ -135,7 +137,9 @@ class AppraisalPolicy:
         return cls(
             tdx=Policy.from_mapping(tdx_fields, source=source),
             allowed_model_digests=None if digests is None else parse_model_digests(digests),
-            max_certificate_validity=_hours(validity, MAX_VALIDITY_KEY, DEFAULT_MAX_CERTIFICATE_VALIDITY),
+            max_certificate_validity=_hours(
+                validity, MAX_VALIDITY_KEY, DEFAULT_MAX_CERTIFICATE_VALIDITY
+            ),
             max_certificate_age=_hours(age, MAX_AGE_KEY, DEFAULT_MAX_CERTIFICATE_AGE),
             unsafe_allow_unpinned=unpinned,
             origin=None if origin is None else PolicyOrigin.from_document(origin),

@@ -5,15 +5,15 @@ minutes): they run as native ASGI on the worker's event loop, with the asyncio e
 Every other route (lifecycle, status, attestation, receipts, metrics) is the Flask app of
 `appliance.worker.routes`, served through the WSGI bridge: those routes are rare and block on the
 supervisor's control socket, so a bounded thread pool suits them. Every error is the OpenAI
-envelope, as in the Flask app.
+envelope of `appliance.worker.api_errors`, as in the Flask app.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from appliance.errors import ApiError, MethodNotAllowed, PayloadTooLarge
+from appliance.errors import MethodNotAllowed, PayloadTooLarge
+from appliance.worker.api_errors import as_api_error
 from appliance.worker.asgi_http import (
     ClientGone,
     Receive,
@@ -23,13 +23,10 @@ from appliance.worker.asgi_http import (
     send_error,
     tls_connection,
 )
+from appliance.worker.identity import connection_identity
 from appliance.worker.proxy import INFERENCE_ROUTES
 from appliance.worker.routes import WorkerServices
 from appliance.worker.wsgi_bridge import WsgiBridge
-from ratls.issuer import Identity
-from ratls.server import presented_identity
-
-log = logging.getLogger(__name__)
 
 _ALLOW_POST = (b"allow", b"POST")
 _CONNECTION_CLOSE = (b"connection", b"close")
@@ -71,25 +68,13 @@ class ApplianceAsgi:
             raise MethodNotAllowed(f"{scope['method']} is not allowed on {route}")
         body = await read_body(scope, receive, self._max_body)
         services = self._services
-        await services.proxy.forward(route, body, services.state.current(),
-                                     self._connection_identity(scope), receive, send, started)
-
-    def _connection_identity(self, scope: Scope) -> Identity:
-        """The identity this request's TLS connection presented; the current one without TLS."""
-        connection = tls_connection(scope)
-        if connection is None:
-            return self._services.identity.current()
-        return presented_identity(connection)
+        served = services.state.current()
+        identity = connection_identity(tls_connection(scope), services.identity)
+        await services.proxy.forward(route, body, served, identity, receive, send, started)
 
     async def _error(self, route: str, scope: Scope, exc: Exception, send: Send,
                      started: float) -> None:
-        if isinstance(exc, ApiError):
-            error = exc
-            if error.status >= 500:
-                log.warning("request failed: %s %s", error.status, error.message)
-        else:
-            log.exception("unhandled error on %s %s", scope["method"], route)
-            error = ApiError("internal error (details are in the appliance's log)")
+        error = as_api_error(exc, scope["method"], route)
         headers = []
         if isinstance(error, MethodNotAllowed):
             headers.append(_ALLOW_POST)

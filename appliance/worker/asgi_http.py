@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from appliance.errors import ApiError, BadRequest, PayloadTooLarge
+from appliance.worker.api_errors import ERROR_CONTENT_TYPE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+_ERROR_CONTENT_TYPE = (b"content-type", ERROR_CONTENT_TYPE.encode())
 
 
 class ClientGone(Exception):
@@ -27,7 +28,11 @@ class ClientGone(Exception):
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, at most `limit` bytes. Raises PayloadTooLarge, ClientGone."""
+    """The whole request body, at most `limit` bytes. Raises PayloadTooLarge, ClientGone.
+
+    The worker's one body reader: the inference handler reads with it, and so does the WSGI
+    bridge for every route of the Flask app (which then gets the body already bounded).
+    """
     # 1. A declared length over the limit is refused from the headers alone, before any read.
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -68,4 +73,4 @@ async def send_response(send: Send, status: int, headers: list[tuple[bytes, byte
 async def send_error(send: Send, error: ApiError,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """The OpenAI error envelope with the error's status."""
-    await send_response(send, error.status, [JSON_CONTENT_TYPE, *(headers or [])], error.body())
+    await send_response(send, error.status, [_ERROR_CONTENT_TYPE, *(headers or [])], error.body())

@@ -4,13 +4,13 @@ The API workers serve it through `appliance.worker.wsgi_bridge` (the inference r
 ASGI, `appliance.worker.asgi`). Workers are stateless: the model state comes from the
 supervisor's shared state file (one `stat()` per request), lifecycle operations, nonce evidence
 and collateral from its control socket, and receipts are read from the shared SQLite log. Every
-error is the OpenAI envelope, through the one error handler below.
+error is the OpenAI envelope of `appliance.worker.api_errors`, through the one error handler below.
+A request body arrives read in full and bounded by the bridge (`asgi_http.read_body`).
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -28,18 +28,16 @@ from appliance.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
 )
 from appliance.metrics import Metrics
 from appliance.settings import Settings
+from appliance.worker.api_errors import ERROR_CONTENT_TYPE, as_api_error
+from appliance.worker.identity import connection_identity
 from appliance.worker.proxy import InferenceProxy, parse_json_object
 from appliance.worker.receipt_log import ReceiptLog
 from appliance.worker.wsgi_bridge import TLS_CONNECTION_ENVIRON
-from ratls.issuer import Identity, IdentitySource
-from ratls.server import presented_identity
-
-log = logging.getLogger(__name__)
+from ratls.issuer import IdentitySource
 
 # Whole bytes: "abc" is a malformed digest (400), not one that fails to match the record (409).
 _HEX_BYTES = re.compile(r"(?:[0-9a-fA-F]{2})+")
@@ -74,7 +72,6 @@ class _InsertionOrderJSONProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings, services: WorkerServices) -> Flask:
     app = Flask("appliance")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = _InsertionOrderJSONProvider(app)
     metrics = services.metrics
     supervisor = services.supervisor
@@ -92,8 +89,8 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
 
     @app.errorhandler(Exception)
     def _error(exc: Exception) -> Response:
-        error = _as_api_error(exc)
-        response = Response(error.body(), status=error.status, mimetype="application/json")
+        error = as_api_error(_routing_error(exc) or exc, request.method, request.path)
+        response = Response(error.body(), status=error.status, mimetype=ERROR_CONTENT_TYPE)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="appliance lifecycle"'
         if isinstance(exc, RoutingMethodNotAllowed):
@@ -120,7 +117,7 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     @app.post("/v1/models/load")
     def models_load() -> tuple[Response, int]:
         _authorize_lifecycle(settings)
-        document = parse_json_object(_read_body(settings.max_body_bytes))
+        document = parse_json_object(request.get_data(cache=False))
         model = document.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a non-empty string", param="model")
@@ -134,7 +131,7 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     @app.post("/v1/models/unload")
     def models_unload() -> tuple[Response, int]:
         _authorize_lifecycle(settings)
-        raw = _read_body(settings.max_body_bytes)
+        raw = request.get_data(cache=False)
         document = parse_json_object(raw) if raw.strip() else {}
         model = document.get("model")
         if model is not None and not isinstance(model, str):
@@ -148,7 +145,9 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         if not _HEX_BYTES.fullmatch(nonce):
             raise BadRequest("`nonce` must be an even-length hex string", param="nonce")
         # The evidence binds the certificate this connection presented (it may predate a rotation).
-        certificate = connection_identity(services.identity).certificate.der.hex()
+        identity = connection_identity(request.environ.get(TLS_CONNECTION_ENVIRON),
+                                       services.identity)
+        certificate = identity.certificate.der.hex()
         return jsonify(supervisor.call("POST", "/attestation",
                                        {"nonce": nonce.lower(), "certificate_der": certificate}))
 
@@ -181,14 +180,6 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
     return app
 
 
-def connection_identity(current: IdentitySource) -> Identity:
-    """The identity this request's TLS connection presented; the current one without TLS (tests)."""
-    connection = request.environ.get(TLS_CONNECTION_ENVIRON)
-    if connection is not None:
-        return presented_identity(connection)
-    return current.current()
-
-
 def _lifecycle_authorized(settings: Settings) -> bool:
     """Whether the request may use the lifecycle: the load token, or the insecure open mode."""
     token = settings.load_token
@@ -211,32 +202,17 @@ def _authorize_lifecycle(settings: Settings) -> None:
                        code="invalid_token")
 
 
-def _read_body(limit: int) -> bytes:
-    # Werkzeug refuses a declared Content-Length above MAX_CONTENT_LENGTH before reading any of
-    # the body, and stops a chunked body at the limit.
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {limit}")
-    return request.get_data(cache=False)
-
-
-def _as_api_error(exc: Exception) -> ApiError:
-    if isinstance(exc, ApiError):
-        if exc.status >= 500:
-            log.warning("request failed: %s %s", exc.status, exc.message)
-        return exc
-    if isinstance(exc, HTTPException):
-        code = exc.code or 500
-        if code == 404:
-            return NotFound(f"no route {request.method} {request.path}", code="unknown_route")
-        if code == 405:
-            return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        if code == 413:
-            return PayloadTooLarge("the request body exceeds the configured limit")
-        if 400 <= code < 500:
-            error = BadRequest(exc.description or "bad request")
-            error.status = code
-            return error
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return ApiError("internal error (details are in the appliance's log)")
-
+def _routing_error(exc: Exception) -> ApiError | None:
+    """The error of a request Flask refused before any route ran (no route, wrong method)."""
+    if not isinstance(exc, HTTPException):
+        return None
+    code = exc.code or 500
+    if code == 404:
+        return NotFound(f"no route {request.method} {request.path}", code="unknown_route")
+    if code == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+    if 400 <= code < 500:
+        error = BadRequest(exc.description or "bad request")
+        error.status = code
+        return error
+    return None

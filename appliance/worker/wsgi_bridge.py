@@ -1,9 +1,10 @@
 """Serves a WSGI app (the Flask app of every route but inference) from the ASGI event loop.
 
-The request body is read in full on the loop, bounded by the body limit, so the WSGI app never
-blocks on a client; the app then runs in a bounded thread pool (its routes block: they call the
-supervisor over its control socket) and its whole response is sent back (these routes do not
-stream). The connection's TLS object goes into the environ under `TLS_CONNECTION_ENVIRON`.
+The request body is read in full on the loop, bounded by the body limit (`asgi_http.read_body`,
+the worker's one body reader), so the WSGI app never blocks on a client; the app then runs in a
+bounded thread pool (its routes block: they call the supervisor over its control socket) and its
+whole response is sent back (these routes do not stream). The connection's TLS object goes into
+the environ under `TLS_CONNECTION_ENVIRON`.
 """
 
 from __future__ import annotations

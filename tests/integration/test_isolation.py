@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.engines import FAKE_VLLM
 from support.push_receiver import PushReceiver
-from support.service import Service, pack_model, start_service, wait_for_status
+from support.service import pack_model, start_service, wait_for_status
 from support.verifying import verifying_client
 
 MODEL = "tiny"
@@ -165,8 +165,10 @@ def test_the_engine_runs_as_its_own_user_and_reaches_nothing(
                                                                         engine)]
         control = service.state_dir / "run" / "control.sock"
         probes = {
-            "control socket": ["/usr/bin/python3", "-c",
-                               f"import socket; socket.socket(socket.AF_UNIX).connect('{control}')"],
+            "control socket": [
+                "/usr/bin/python3", "-c",
+                f"import socket; socket.socket(socket.AF_UNIX).connect('{control}')",
+            ],
             "state directory": ["ls", str(service.state_dir)],
             "receipts": ["cat", str(service.state_dir / "receipts.sqlite3")],
             "simulated authority": ["ls", str(service.state_dir / "simulated")],

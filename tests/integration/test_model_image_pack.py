@@ -92,7 +92,8 @@ def test_pack_then_materialize_gives_the_source_files(
             if not path.is_symlink():
                 assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, path
         private = model.path.parent
-        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        # Traversable once only the read-only model is left (an engine user passes through).
+        assert stat.S_IMODE(private.stat().st_mode) == 0o711
         assert sorted(p.name for p in private.iterdir()) == ["model"]  # the image copy is gone
         assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     finally:

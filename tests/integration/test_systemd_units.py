@@ -84,7 +84,9 @@ def test_the_units_agree_on_socket_mount_dir_and_user(monkeypatch: pytest.Monkey
     assert settings.effective_model_access == "activator"
     assert settings.engine_user == "appliance-engine" and not settings.insecure_shared_engine_user
     assert "ProtectProc" not in appliance  # hidepid would hide the engine from its supervisor
-    assert appliance["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL"]
+    assert appliance["CapabilityBoundingSet"] == [
+        "CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL"
+    ]
     assert settings.activator_socket == served.socket
     assert served.socket.parent == Path("/run") / activator["RuntimeDirectory"][0]
     assert str(served.mount_dir) in appliance["ReadOnlyPaths"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 from support.ratls_unit_fixtures import START
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.roots import TrustRoot
 from attest.simulated import SimulatedTd, simulated_collateral
 from attest.verify import DcapVerifier
@@ -77,7 +77,8 @@ def test_a_model_digest_is_only_pinned_when_there_is_one(observe) -> None:
     without = observe().model_copy(update={"model_digest": None})
     with pytest.raises(UnverifiedObservation, match="no model"):
         policy_from_result(without, source="x", pin_model_digest=True)
-    assert policy_from_result(without, source="x", pin_model_digest=False).allowed_model_digests is None
+    unpinned = policy_from_result(without, source="x", pin_model_digest=False)
+    assert unpinned.allowed_model_digests is None
 
 
 def test_a_quote_pins_the_same_registers(sim_authority, provider) -> None:
