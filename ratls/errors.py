@@ -3,8 +3,10 @@
 Evidence problems (`CertificateFormatError`, `CertificateError`, `BindingError`, `ModelDigestError`,
 `ModelMeasurementError`) are about what the server presented; `EvidenceUnavailableError` is about
 getting it (transport); `AttestationRefused` is what clients raise when a connection is refused,
-carrying the full `AttestationResult` and the typed error that decided it. Every error names the
-check and, where there is one, the expected and the actual value.
+carrying the full `AttestationResult` and the typed error that decided it. The transparency log's
+Merkle proofs fail verification with `InclusionProofError` or `ConsistencyProofError` (bad
+evidence); `MerkleTreeError` is a request the tree cannot answer (the log's side). Every error
+names the check and, where there is one, the expected and the actual value.
 """
 
 from __future__ import annotations
@@ -115,6 +117,32 @@ class ReceiptChainError(ReceiptError):
     def __init__(self, message: str, *, index: int, **kwargs: Any) -> None:
         self.index = index
         super().__init__(f"receipt {index}: {message}", **kwargs)
+
+
+class MerkleTreeError(RatlsError):
+    """A Merkle tree asked for what it does not hold: an index or a size beyond its leaves, or a
+    leaf hash of the wrong size."""
+
+    stage = "merkle"
+
+
+class InclusionProofError(RatlsError):
+    """An inclusion proof (RFC 9162 2.1.3) that does not prove the leaf is in the tree of that root.
+
+    `check` is "leaf_index", "hash_size", "proof_length" or "root_hash".
+    """
+
+    stage = "inclusion"
+
+
+class ConsistencyProofError(RatlsError):
+    """A consistency proof (RFC 9162 2.1.4) that does not prove the first tree is a prefix of the
+    second.
+
+    `check` is "tree_size", "hash_size", "proof_length", "first_root" or "second_root".
+    """
+
+    stage = "consistency"
 
 
 class AttestationRefused(RatlsError):
