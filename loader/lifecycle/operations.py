@@ -352,7 +352,7 @@ class Lifecycle:
         logger.warning("%s: %s", message, error)
         if engine is not None:
             self._stop_engine(engine)  # the leader may be gone but not its helpers
-        stable = before.elapsed >= self._restart.stable_after
+        stable = before.in_state >= self._restart.stable_after
         attempt = 1 if stable else before.restarts + 1
         self._start_worker(self._restart_engine, deployment, ticket, attempt, error)
 

@@ -66,8 +66,10 @@ class StatusSnapshot:
 
     `loaded_model` and `loaded_model_digest` are set only while a verified engine serves (ready)
     or is being stopped (unloading). `error` and `error_type` describe the last failure; a new
-    load or unload clears them, a restart does not. `elapsed` counts seconds since the current
-    state was entered; `timings` lists the steps of the current or last operation in seconds.
+    load or unload clears them, a restart does not. `elapsed` counts seconds since the current or
+    last operation started (a load that took 29 s reads 29 s when it is ready); `in_state` counts
+    seconds since the current state was entered; `timings` lists the steps of the current or last
+    operation in seconds.
     """
 
     state: ModelState
@@ -76,6 +78,7 @@ class StatusSnapshot:
     message: str
     progress: float
     elapsed: float
+    in_state: float
     error: str | None
     error_type: str | None
     engine_log_tail: tuple[str, ...]
@@ -98,6 +101,7 @@ class StatusSnapshot:
             "message": self.message,
             "progress": self.progress,
             "elapsed": self.elapsed,
+            "in_state": self.in_state,
             "error": self.error,
             "error_type": self.error_type,
             "engine_log_tail": list(self.engine_log_tail),
@@ -119,6 +123,7 @@ class _Record:
     message: str = "no model loaded"
     progress: float = 0.0
     entered: float = 0.0
+    started: float = 0.0  # when the current or last operation began
     error: str | None = None
     error_type: str | None = None
     generation: int = 0
@@ -147,7 +152,8 @@ class StatusMachine:
         self._clock = clock
         self._on_change = on_change
         self._lock = threading.RLock()
-        self._record = _Record(entered=clock())
+        now = clock()
+        self._record = _Record(entered=now, started=now)
         self._log_source: LogSource | None = None
 
     # -- reading --
@@ -155,13 +161,15 @@ class StatusMachine:
     def snapshot(self) -> StatusSnapshot:
         with self._lock:
             record, source = self._record, self._log_source
+            now = self._clock()
             return StatusSnapshot(
                 state=record.state,
                 loaded_model=record.loaded_model,
                 loaded_model_digest=record.loaded_model_digest,
                 message=record.message,
                 progress=record.progress,
-                elapsed=max(0.0, self._clock() - record.entered),
+                elapsed=max(0.0, now - record.started),
+                in_state=max(0.0, now - record.entered),
                 error=record.error,
                 error_type=record.error_type,
                 engine_log_tail=source() if source is not None else (),
@@ -227,9 +235,10 @@ class StatusMachine:
         self, record: _Record, operation: Operation, model: str | None, message: str
     ) -> Ticket:
         ticket = Ticket(record.generation + 1, operation, model)
+        now = self._clock()
         self._set(replace(
             record, generation=ticket.generation, operation=operation, target_model=model,
-            message=message, progress=0.0, entered=self._clock(), timings=(),
+            message=message, progress=0.0, entered=now, started=now, timings=(),
         ))
         return ticket
 

@@ -47,6 +47,7 @@ def test_attest_verifies_with_the_simulated_root(server, root_pem, pinned) -> No
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("VERIFIED (SIMULATED evidence")
+    assert run.stderr == ""  # quiet by default: no library INFO lines
     assert "binding      certificate mode, held" in run.stdout
     # Nothing but the handshake on the probed connection; collateral came over its own.
     assert server.received_until_closed(0) == b""

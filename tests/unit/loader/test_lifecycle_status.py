@@ -47,9 +47,10 @@ def test_load_goes_loading_then_ready_with_name_and_digest(
     status = machine.snapshot()
     assert (status.state, status.loaded_model, status.loaded_model_digest) == (
         ModelState.READY, "tiny", DIGEST)
-    assert status.progress == 1.0 and status.elapsed == 0.0
+    assert status.progress == 1.0
+    assert (status.elapsed, status.in_state) == (5.0, 0.0)  # the load took 5 s
     clock.now += 7
-    assert machine.snapshot().elapsed == 7.0
+    assert (machine.snapshot().elapsed, machine.snapshot().in_state) == (12.0, 7.0)
 
 
 @pytest.mark.parametrize("second", [Operation.LOAD, Operation.UNLOAD, Operation.RESTORE])
