@@ -25,13 +25,18 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loader.errors import ActivationError
-from loader.images.model_image import ModelImage, Progress, VerifiedModel, check_files
+from loader.images.model_image import (
+    ModelImage,
+    Progress,
+    VerifiedModel,
+    check_files,
+    model_work_path,
+)
 from loader.images.record import TrustedRecord
 from loader.verity.params import SUPERBLOCK_SIZE
 from loader.verity.superblock import check_superblock, parse_superblock
@@ -137,7 +142,8 @@ class DmVerityActivator:
         try:
             # 3. Mount it read-only, without devices, setuid or exec, in a private directory.
             Path(work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-            mount_point = Path(tempfile.mkdtemp(prefix=f"{record.name}.", dir=work_dir))
+            mount_point = model_work_path(work_dir, record)
+            _fresh_directory(mount_point)
             try:
                 self._run(
                     [self.mount, "-t", record.filesystem, "-o", MOUNT_OPTIONS,
@@ -221,3 +227,17 @@ def _remove_mount_point(mount_point: Path) -> None:
         pass
     except OSError as error:
         logger.warning("could not remove mount point %s: %s", mount_point, error.strerror)
+
+
+def _fresh_directory(path: Path) -> None:
+    """An empty 0700 directory at `path`; an empty one left by an earlier run is taken over."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        try:
+            path.rmdir()  # fails unless empty: a leftover mount is recovery's to tear down
+        except OSError as exc:
+            raise ActivationError(
+                f"the mount point {path} is in use", check="mount point", actual=str(exc)
+            ) from None
+        path.mkdir(mode=0o700)

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,6 +191,12 @@ def verify_model_image(
     _verify_image(image, record, None, progress, workers)
 
 
+def model_work_path(work_dir: Path, record: TrustedRecord) -> Path:
+    """Where a verified model is presented to the engine: the same path for the same digest on
+    every load, since vLLM derives `system_fingerprint` from the model path."""
+    return Path(work_dir) / f"{record.name}-{record.digest}"
+
+
 def materialize_verified(
     image: ModelImage,
     record: TrustedRecord,
@@ -208,7 +213,10 @@ def materialize_verified(
     Only data_blocks * data_block_size bytes exist in the copy.
     """
     Path(work_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix=f"{image.name}.", dir=work_dir))  # mode 0700
+    private = model_work_path(work_dir, record)
+    if private.exists():  # left by a run that did not end cleanly: never reused unverified
+        _remove_tree(private)
+    private.mkdir(mode=0o700)
     try:
         copy = private / "image"
         _verify_image(image, record, copy, progress, workers)

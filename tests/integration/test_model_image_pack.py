@@ -293,3 +293,24 @@ def test_a_few_hundred_mib_with_nested_folders(filesystem: str, dirs: dict[str, 
     assert record.image_size > 280 << 20
     with materialize_verified(image, record, dirs["work"]) as model:
         assert file_digests(model.path) == expected
+
+
+def test_the_same_digest_gets_the_same_path_and_a_leftover_is_not_reused(
+    dirs: dict[str, Path],
+) -> None:
+    make_model_dir(dirs["src"], seed=3)
+    pack_model(dirs["src"], "tiny-llama", dirs["models"], dirs["roots"])
+    image = resolve_model_image(dirs["models"], "tiny-llama")
+    record = load_record(dirs["roots"], "tiny-llama")
+    first = materialize_verified(image, record, dirs["work"])
+    first_path = first.path
+    first.close()
+    leftover = first_path.parent
+    leftover.mkdir()
+    (leftover / "planted").write_text("not from the image")
+    second = materialize_verified(image, record, dirs["work"])
+    try:
+        assert second.path == first_path  # same digest, same path
+        assert not (second.path.parent / "planted").exists()  # extracted afresh
+    finally:
+        second.close()

@@ -67,7 +67,9 @@ def test_opens_with_every_pinned_parameter_and_mounts_read_only(model, tmp_path:
         ],
     ]  # fmt: skip
     assert "--root-hash-file" not in runner.calls[0]
-    assert verified.path.is_dir() and verified.path.parent == tmp_path / "work"
+    assert verified.path.is_dir()
+    # The same path for the same digest on every load (vLLM's system_fingerprint hashes it).
+    assert verified.path == tmp_path / "work" / f"tiny-{record.digest}"
     assert verified.digest == record.digest
     assert progress == [1.0]
 
@@ -170,3 +172,15 @@ def test_teardown_unmounts_then_closes_and_stops_at_the_first_failure(tmp_path: 
         ["veritysetup", "close", OURS],
         ["veritysetup", "close", OURS],
     ]
+
+
+def test_a_mount_point_still_in_use_is_refused(model, tmp_path: Path) -> None:
+    image, record = model
+    busy = tmp_path / "work" / f"tiny-{record.digest}"
+    busy.mkdir(parents=True)
+    (busy / "mounted-file").write_text("an earlier mount")
+    runner = FakeRunner()
+    with pytest.raises(ActivationError) as err:
+        DmVerityActivator(run=runner).activate(image, record, tmp_path / "work")
+    assert err.value.check == "mount point"
+    assert runner.calls[-1][:2] == ["veritysetup", "close"]  # the device opened is closed again
