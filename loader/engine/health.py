@@ -7,9 +7,11 @@ import threading
 from collections.abc import Callable
 
 from loader.engine.kinds import ENGINE_HOST
-from loader.engine.process_group import EngineProcess
+from loader.engine.process_group import EngineProcess, failure_cause
 from loader.errors import EngineExitedError, EngineHealthTimeoutError, OperationCancelledError
 from loader.settings import HealthSettings
+
+_OUTPUT_DRAIN_SECONDS = 2.0
 
 
 def probe_health(port: int, path: str, timeout: float) -> bool:
@@ -26,9 +28,13 @@ def probe_health(port: int, path: str, timeout: float) -> bool:
         connection.close()
 
 
-def engine_exited(returncode: int, log_tail: tuple[str, ...], when: str = "") -> EngineExitedError:
+def engine_exited(
+    returncode: int, log_tail: tuple[str, ...], when: str = "", *, cause: str | None = None
+) -> EngineExitedError:
+    """The error for an engine that exited. `cause` is shown to anyone who reads the status:
+    only ever a line of start-up output (once serving, the engine may print prompts)."""
     return EngineExitedError(
-        f"engine exited{when} with status {returncode}",
+        f"engine exited{when} with status {returncode}" + (f": {cause}" if cause else ""),
         check="engine running", returncode=returncode, log_tail=log_tail,
     )
 
@@ -54,7 +60,11 @@ def wait_until_healthy(
         waited = clock() - started
         returncode = process.returncode()
         if returncode is not None:
-            raise engine_exited(returncode, process.log_tail(), " before it was healthy")
+            process.drain_output(_OUTPUT_DRAIN_SECONDS)  # the cause is often in the last lines
+            tail = process.log_tail()  # all of it start-up output: it never served
+            raise engine_exited(
+                returncode, tail, " before it was healthy", cause=failure_cause(tail)
+            )
         if waited >= settings.startup_timeout:
             raise EngineHealthTimeoutError(
                 f"engine not healthy after {waited:.1f} s",

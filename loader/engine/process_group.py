@@ -5,13 +5,16 @@ The engine runs in its own session (so its own process group): vLLM starts helpe
 The leader is not reaped until the whole group is gone, so its pid, which is the group id, cannot
 be reused while we may still signal the group.
 
-Output is kept in a bounded ring of lines and never logged: an engine may print prompts.
+Output is kept in a bounded ring of lines. Until the engine is serving, each line also goes to
+the appliance log (start-up output explains failures: a bad flag, a model it cannot load); once
+it serves, nothing it prints is logged, as prompts may appear there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,6 +29,7 @@ from loader.errors import EngineStartError, EngineStopError
 from loader.settings import EngineUser
 
 logger = logging.getLogger(__name__)
+startup_output = logging.getLogger("loader.engine.startup")
 
 MAX_LINE_BYTES = 2048  # longer output lines are split; a line is for a human to read
 _STOP_POLL_SECONDS = 0.02
@@ -51,6 +55,19 @@ def printable(raw: bytes) -> str:
     """A line of engine output as text that is safe to show: no control characters."""
     text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
     return "".join(c if c.isprintable() or c == "\t" else "\N{REPLACEMENT CHARACTER}" for c in text)
+
+
+# What a line that states a failure looks like in Python and vLLM output.
+_FAILURE_LINE = re.compile(r"\b[A-Za-z]*(Error|Exception)\b|\bERROR\b|\bfatal\b", re.IGNORECASE)
+
+
+def failure_cause(lines: tuple[str, ...]) -> str | None:
+    """The line that most likely says why an engine failed: the last line that states an error
+    (a traceback ends with it), else the last non-empty line."""
+    for line in reversed(lines):
+        if _FAILURE_LINE.search(line):
+            return line.strip()
+    return next((line.strip() for line in reversed(lines) if line.strip()), None)
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -87,6 +104,8 @@ class EngineProcess:
         self._tail = tail
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._starting = threading.Event()
+        self._starting.set()
         self._reader = threading.Thread(
             target=self._read_output, args=(popen.stdout,), name=f"engine-output-{popen.pid}",
             daemon=True,
@@ -137,6 +156,14 @@ class EngineProcess:
 
     def log_tail(self) -> tuple[str, ...]:
         return self._tail.lines()
+
+    def serving(self) -> None:
+        """The engine is healthy: from now on its output is kept in the tail only."""
+        self._starting.clear()
+
+    def drain_output(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until the exited engine's output has all been read."""
+        self._reader.join(timeout)
 
     def returncode(self) -> int | None:
         """The leader's exit status once it has exited, else None. Does not reap it."""
@@ -207,4 +234,7 @@ class EngineProcess:
             return
         with stream:
             while raw := stream.readline(MAX_LINE_BYTES):
-                self._tail.append(printable(raw))
+                line = printable(raw)
+                self._tail.append(line)
+                if self._starting.is_set():
+                    startup_output.info("engine %d: %s", self._popen.pid, line)

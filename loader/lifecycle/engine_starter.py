@@ -89,4 +89,5 @@ class EngineLauncher:
         except BaseException:
             engine.stop()
             raise
+        process.serving()
         return engine

@@ -7,11 +7,13 @@ The engine is the fake vLLM (tests/support/fake_vllm.py), run exactly as vLLM wo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -207,6 +209,37 @@ def test_engine_exit_during_start_is_reported_with_its_output(
         EngineLauncher(engine, settings_for(tmp_path)).start(model_dir, "tiny", context)
     assert raised.value.returncode == 4
     assert any("injected start-up failure" in line for line in raised.value.log_tail)
+    # The status names the cause: the error line, not the last line.
+    assert str(raised.value).startswith(
+        "engine exited before it was healthy with status 4: "
+        "RuntimeError: injected start-up failure"
+    )
+
+
+def test_start_up_output_is_logged_and_serving_output_is_not(
+    fake_vllm_bin: Path, tmp_path: Path, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = fake_engine(fake_vllm_bin, log_lines=3, log_prompts=1)
+    _, context = context_for()
+    caplog.set_level(logging.INFO, logger="loader.engine.startup")
+    running = EngineLauncher(engine, settings_for(tmp_path)).start(model_dir, "tiny", context)
+    try:
+        started = [r.getMessage() for r in caplog.records if r.name == "loader.engine.startup"]
+        assert started  # what the engine said while starting reached the appliance log
+        caplog.clear()
+        body = json.dumps({"model": "tiny", "prompt": "secret prompt text", "max_tokens": 1})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{engine.port}/v1/completions", data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=10).read()
+        deadline = time.monotonic() + 5
+        while not any("secret prompt text" in line for line in running.log_tail()):
+            assert time.monotonic() < deadline, "the engine never printed the prompt"
+            time.sleep(0.05)
+        assert not [r for r in caplog.records if "secret prompt text" in r.getMessage()]
+    finally:
+        running.stop()
 
 
 def test_busy_engine_port_is_refused_before_spawning(

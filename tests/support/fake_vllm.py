@@ -634,7 +634,9 @@ def main(argv: list[str]) -> int:
     child = start_child(faults) if faults.child else None
     time.sleep(faults.start_delay)
     if faults.exit_at_start is not None:
-        print("RuntimeError: injected start-up failure (FAKE_VLLM_EXIT_AT_START)", file=sys.stderr)
+        print("Traceback (most recent call last):\n  File \"fake_vllm.py\", line 1, in main\n"
+              "RuntimeError: injected start-up failure (FAKE_VLLM_EXIT_AT_START)\n"
+              "INFO shutting down", file=sys.stderr)
         return faults.exit_at_start
 
     handler = type("BoundHandler", (Handler,), {})
