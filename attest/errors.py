@@ -93,6 +93,35 @@ class CollateralUnavailableError(AttestError):
     stage = "collateral"
 
 
+class HttpGetError(CollateralUnavailableError):
+    """A bounded HTTP GET (`attest.http_get.bounded_get`) failed; the subclass says how."""
+
+
+class HttpStatusError(HttpGetError):
+    """The server answered with a status other than 200 (`status_code`; `detail` says why)."""
+
+    def __init__(self, message: str, *, status_code: int, detail: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class ResponseTooLargeError(HttpGetError):
+    """The response body went past the caller's size limit (`max_size`)."""
+
+    def __init__(self, message: str, *, max_size: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.max_size = max_size
+
+
+class HttpTransportError(HttpGetError):
+    """No usable answer: connection, TLS, timeout or protocol failure (`error`, the client's)."""
+
+    def __init__(self, message: str, *, error: Exception, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.error = error
+
+
 class PolicyError(AttestError):
     """Verified evidence that the appraisal policy rejects (validate stage).
 

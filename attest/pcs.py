@@ -3,7 +3,7 @@
 `PcsClient` makes the four requests a TDX quote's collateral needs and hands back the raw
 responses; `CollateralFetcher` serves each part from a `CollateralCache` while it is valid at the
 injected time (before its nextUpdate), fetches only what is missing or stale, assembles the
-collateral with `attest.collateral.collateral_from_pcs_responses`, and caches what it fetched.
+collateral with `attest.collateral_load.collateral_from_pcs_responses`, and caches what it fetched.
 In offline mode it never touches the network. Nothing fetched is trusted: `attest.verify` checks
 every signature, chain and window later.
 """
@@ -27,8 +27,17 @@ from urllib.parse import unquote
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from attest.collateral import Collateral, collateral_from_pcs_responses
-from attest.errors import CollateralFormatError, CollateralUnavailableError, FormatError
+from attest.collateral import Collateral
+from attest.collateral_load import collateral_from_pcs_responses
+from attest.errors import (
+    CollateralFormatError,
+    CollateralUnavailableError,
+    FormatError,
+    HttpStatusError,
+    HttpTransportError,
+    ResponseTooLargeError,
+)
+from attest.http_get import bounded_get
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +103,8 @@ class PcsResponse:
 
 
 class PcsClient:
-    """HTTP client for the four collateral requests, with timeouts and a response size bound.
+    """HTTP client for the four collateral requests, with timeouts and a response size bound
+    (`attest.http_get.bounded_get`).
 
     Network and HTTP failures raise CollateralUnavailableError naming the URL (and status).
     """
@@ -134,42 +144,37 @@ class PcsClient:
         return self._get(self.endpoint.root_ca_crl_url, ())
 
     def _get(self, url: str, chain_headers: tuple[str, ...]) -> PcsResponse:
+        # The errors keep this client's wording and the plain CollateralUnavailableError type.
         try:
-            with self._http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    detail = response.headers.get("Error-Message") or response.reason_phrase
-                    raise CollateralUnavailableError(
-                        f"{url} answered HTTP {response.status_code} ({detail})",
-                        check="pcs http status",
-                        expected=200,
-                        actual=response.status_code,
-                    )
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body.extend(chunk)
-                    if len(body) > MAX_RESPONSE_SIZE:
-                        raise CollateralUnavailableError(
-                            f"{url} sent more than {MAX_RESPONSE_SIZE} bytes",
-                            check="pcs response size",
-                        )
-                chain = None
-                if chain_headers:
-                    chain = next(
-                        (response.headers[h] for h in chain_headers if h in response.headers),
-                        None,
-                    )
-                    if chain is None:
-                        raise CollateralUnavailableError(
-                            f"{url} sent no issuer chain header",
-                            check="pcs issuer chain header",
-                            expected=" or ".join(chain_headers),
-                            actual="absent",
-                        )
-        except httpx.HTTPError as exc:
+            response = bounded_get(self._http, url, max_size=MAX_RESPONSE_SIZE)
+        except HttpStatusError as exc:
             raise CollateralUnavailableError(
-                f"cannot fetch {url}: {type(exc).__name__}: {exc}", check="pcs request"
-            ) from exc
-        return PcsResponse(url, bytes(body), None if chain is None else _decode_chain(url, chain))
+                f"{url} answered HTTP {exc.status_code} ({exc.detail})",
+                check="pcs http status",
+                expected=200,
+                actual=exc.status_code,
+            ) from None
+        except ResponseTooLargeError:
+            raise CollateralUnavailableError(
+                f"{url} sent more than {MAX_RESPONSE_SIZE} bytes", check="pcs response size"
+            ) from None
+        except HttpTransportError as exc:
+            raise CollateralUnavailableError(
+                f"cannot fetch {url}: {type(exc.error).__name__}: {exc.error}", check="pcs request"
+            ) from exc.error
+        chain = None
+        if chain_headers:
+            chain = next(
+                (response.headers[h] for h in chain_headers if h in response.headers), None
+            )
+            if chain is None:
+                raise CollateralUnavailableError(
+                    f"{url} sent no issuer chain header",
+                    check="pcs issuer chain header",
+                    expected=" or ".join(chain_headers),
+                    actual="absent",
+                )
+        return PcsResponse(url, response.body, None if chain is None else _decode_chain(url, chain))
 
 
 def _decode_chain(url: str, value: str) -> str:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from attest.collateral import TcbStatus
+from attest.collateral_documents import TcbStatus
 from attest.errors import PolicyError, PolicyFormatError
 from attest.quote import REPORT_DATA_SIZE, TD_ATTRIBUTE_SEPT_VE_DISABLE, TdReport
 from attest.verify import VerifiedQuote

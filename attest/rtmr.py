@@ -1,27 +1,23 @@
-"""RTMR event log, replay, and the ways to extend an RTMR.
+"""RTMR event log, replay, and the extender interface. Pure: no kernel I/O here.
 
 TDX has four runtime measurement registers (SHA-384). Extending one replaces it with
 SHA-384(old || digest); the quote carries the result, and a verifier recomputes it from an
 event log. The appliance extends RTMR3 with the model digest at every load.
 
-Extenders: `SysfsRtmrExtender` (Linux >= 6.16, `/sys/.../tdx_guest/measurements/rtmrN:sha384`),
-`TdxGuestIoctlExtender` (`TDX_CMD_EXTEND_RTMR` on /dev/tdx_guest, Intel's TDX guest kernels),
-`attest.providers.libtdx.LibTdxAttest.extend`, and `InMemoryRtmrs` (the simulated TD's registers).
-Only RTMR2 and RTMR3 are extended at runtime: RTMR0/1 hold firmware and boot measurements that
-policy pins, and Intel's library refuses them too.
+Extenders (`RtmrExtender`): the kernel's, beside the quote providers
+(`attest.providers.tdx_guest.SysfsRtmrExtender` for Linux >= 6.16,
+`attest.providers.tdx_guest.TdxGuestIoctlExtender` for Intel's TDX guest kernels,
+`attest.providers.libtdx.LibTdxAttest.extend`), and `InMemoryRtmrs` here (the simulated TD's
+registers). Only RTMR2 and RTMR3 are extended at runtime: RTMR0/1 hold firmware and boot
+measurements that policy pins, and Intel's library refuses them too.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
-import os
-import struct
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -32,9 +28,6 @@ RTMR_SIZE = 48
 RTMR_COUNT = 4
 EXTENDABLE_RTMRS = (2, 3)
 ZERO_RTMR = bytes(RTMR_SIZE)
-
-DEFAULT_MEASUREMENTS_PATH = Path("/sys/devices/virtual/misc/tdx_guest/measurements")
-DEFAULT_TDX_GUEST_DEVICE = Path("/dev/tdx_guest")
 
 
 def extend_value(current: bytes, digest: bytes) -> bytes:
@@ -232,7 +225,7 @@ class RtmrEventLog:
         return cls(events)
 
 
-# -- extenders ---------------------------------------------------------------------------
+# -- in-memory registers -------------------------------------------------------------------
 
 
 class InMemoryRtmrs:
@@ -250,96 +243,3 @@ class InMemoryRtmrs:
     def values(self) -> tuple[bytes, ...]:
         with self._lock:
             return tuple(self._values)
-
-
-class SysfsRtmrExtender:
-    """Linux >= 6.16: writing 48 bytes to `rtmrN:sha384` runs TDG.MR.RTMR.EXTEND.
-
-    Not runnable here (no TD); tests check the request against a directory standing in for sysfs.
-    """
-
-    def __init__(self, base: Path = DEFAULT_MEASUREMENTS_PATH) -> None:
-        self._base = Path(base)
-
-    def path(self, index: int) -> Path:
-        return self._base / f"rtmr{index}:sha384"
-
-    def extend(self, index: int, digest: bytes) -> None:
-        index, digest = require_extend_request(index, digest)
-        path = self.path(index)
-        try:
-            # The kernel takes exactly one 48-byte write at offset 0; no O_CREAT, no truncation.
-            fd = os.open(path, os.O_WRONLY)
-        except OSError as exc:
-            raise RtmrExtendError(
-                f"cannot open {path}: {exc.strerror or exc} (kernel without TDX measurement "
-                "registers in sysfs, or not a TD)",
-                check="rtmr sysfs",
-            ) from exc
-        try:
-            written = os.write(fd, digest)
-        except OSError as exc:
-            raise RtmrExtendError(
-                f"extending RTMR{index} through {path} failed: {exc.strerror or exc}",
-                check="rtmr sysfs",
-            ) from exc
-        finally:
-            os.close(fd)
-        if written != RTMR_SIZE:
-            raise RtmrExtendError(
-                f"short write to {path}", check="rtmr sysfs", expected=RTMR_SIZE, actual=written
-            )
-
-    def read(self, index: int) -> bytes:
-        """Current value of RTMR `index` (0..3)."""
-        return self.path(index).read_bytes()[:RTMR_SIZE]
-
-
-def _ioc(direction: int, kind: str, number: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (ord(kind) << 8) | number
-
-
-_IOC_READ = 2
-# struct tdx_extend_rtmr_req { __u8 data[48]; __u8 index; } (Intel's TDX guest driver; never
-# upstream, where sysfs replaced it). Intel's libtdx_attest declares the command _IOR.
-EXTEND_RTMR_REQUEST = struct.Struct("=48sB")
-TDX_CMD_EXTEND_RTMR = _ioc(_IOC_READ, "T", 3, EXTEND_RTMR_REQUEST.size)
-
-IoctlFunction = Callable[[int, int, bytearray], object]
-
-
-def encode_extend_request(index: int, digest: bytes) -> bytearray:
-    index, digest = require_extend_request(index, digest)
-    return bytearray(EXTEND_RTMR_REQUEST.pack(digest, index))
-
-
-class TdxGuestIoctlExtender:
-    """`TDX_CMD_EXTEND_RTMR` on /dev/tdx_guest, for kernels that predate the sysfs interface.
-
-    Not runnable here; tests inject `ioctl` and check the command number and request bytes.
-    """
-
-    def __init__(
-        self, device: Path = DEFAULT_TDX_GUEST_DEVICE, *, ioctl: IoctlFunction = fcntl.ioctl
-    ) -> None:
-        self._device = Path(device)
-        self._ioctl = ioctl
-
-    def extend(self, index: int, digest: bytes) -> None:
-        request = encode_extend_request(index, digest)
-        try:
-            fd = os.open(self._device, os.O_RDWR)
-        except OSError as exc:
-            raise RtmrExtendError(
-                f"cannot open {self._device}: {exc.strerror or exc}", check="tdx_guest device"
-            ) from exc
-        try:
-            self._ioctl(fd, TDX_CMD_EXTEND_RTMR, request)
-        except OSError as exc:
-            hint = " (kernel without TDX_CMD_EXTEND_RTMR)" if exc.errno == errno.ENOTTY else ""
-            raise RtmrExtendError(
-                f"TDX_CMD_EXTEND_RTMR on RTMR{index} failed: {exc.strerror or exc}{hint}",
-                check="tdx_guest ioctl",
-            ) from exc
-        finally:
-            os.close(fd)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
-from attest.collateral import (
+from attest.collateral_documents import (
     IdentityTcbLevel,
     QeIdentity,
     TcbInfo,

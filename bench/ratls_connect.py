@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.roots import TrustRoot
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider, simulated_collateral
 from attest.verify import DcapVerifier

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dcap_qvl
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import AttestError
 from attest.verify import DcapVerifier
 

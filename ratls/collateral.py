@@ -18,8 +18,15 @@ from typing import Protocol
 import httpx
 from cryptography import x509
 
-from attest.collateral import Collateral, collateral_from_bundle_json, pck_ca_of
-from attest.errors import AttestError
+from attest.collateral import Collateral, pck_ca_of
+from attest.collateral_load import collateral_from_bundle_json
+from attest.errors import (
+    AttestError,
+    HttpStatusError,
+    HttpTransportError,
+    ResponseTooLargeError,
+)
+from attest.http_get import bounded_get
 from attest.pck import pck_extension_of
 from attest.quote import Quote
 from ratls.errors import EvidenceUnavailableError
@@ -107,34 +114,34 @@ class ServedCollateral:
 
     def _fetch(self) -> Collateral:
         try:
-            with (
-                httpx.Client(
-                    verify=_untrusted_transport_context(), timeout=self._timeout
-                ) as client,
-                client.stream("GET", self._url, headers={"Accept": "application/json"}) as resp,
-            ):
-                if resp.status_code != 200:
-                    raise EvidenceUnavailableError(
-                        f"collateral request to {self._url} failed",
-                        check="http_status",
-                        expected=200,
-                        actual=resp.status_code,
-                    )
-                body = bytearray()
-                for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_COLLATERAL_SIZE:
-                        raise EvidenceUnavailableError(
-                            "collateral response too large",
-                            check="size",
-                            expected=f"<= {MAX_COLLATERAL_SIZE} bytes",
-                        )
-        except httpx.HTTPError as exc:
+            with httpx.Client(
+                verify=_untrusted_transport_context(), timeout=self._timeout
+            ) as client:
+                body = bounded_get(
+                    client,
+                    self._url,
+                    max_size=MAX_COLLATERAL_SIZE,
+                    headers={"Accept": "application/json"},
+                ).body
+        except HttpStatusError as exc:
             raise EvidenceUnavailableError(
-                f"collateral request to {self._url} failed: {exc}", check="transport"
-            ) from exc
+                f"collateral request to {self._url} failed",
+                check="http_status",
+                expected=200,
+                actual=exc.status_code,
+            ) from None
+        except ResponseTooLargeError:
+            raise EvidenceUnavailableError(
+                "collateral response too large",
+                check="size",
+                expected=f"<= {MAX_COLLATERAL_SIZE} bytes",
+            ) from None
+        except HttpTransportError as exc:
+            raise EvidenceUnavailableError(
+                f"collateral request to {self._url} failed: {exc.error}", check="transport"
+            ) from exc.error
         try:
-            collateral = collateral_from_bundle_json(bytes(body))
+            collateral = collateral_from_bundle_json(body)
         except AttestError as exc:
             raise EvidenceUnavailableError(
                 f"collateral from {self._url} is not a bundle: {exc}", check="bundle"

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from attest.verify import VerifiedQuote
 from ratls.policy import (
     MAX_AGE_KEY,
     MAX_VALIDITY_KEY,
     MODEL_DIGESTS_KEY,
     ORIGIN_KEY,
-    AppraisalPolicy,
     UNSAFE_UNPINNED_KEY,
+    AppraisalPolicy,
     PolicyOrigin,
 )
-from attest.verify import VerifiedQuote
 from ratls.result import AttestationResult
 
 TRUST_ON_FIRST_USE = "trust-on-first-use"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from support.vectors import VECTORS
 
-from attest.collateral import Collateral, collateral_from_bundle_json
+from attest.collateral import Collateral
+from attest.collateral_load import collateral_from_bundle_json
 
 MANIFEST: dict = json.loads((VECTORS / "MANIFEST.json").read_text())
 QUOTE_NAMES: list[str] = sorted(MANIFEST["quotes"])

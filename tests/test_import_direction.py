@@ -6,6 +6,9 @@ Inside `appliance`, one package per process: the supervisor never imports the AP
 (nor the worker the supervisor's); both talk only through `appliance.channel`. Inside `loader`,
 model images, the engine and the activator are apart, and the lifecycle sits on top of them.
 
+Inside `attest`, the verification stack and the RTMR event-log replay are pure: the kernel, library
+and network I/O sits in `attest/providers/`, `attest/pcs.py` and `attest/http_get.py`.
+
 Parses every module's imports (including function-local ones) so that a wrong import fails here
 even when no test exercises the code path that makes it.
 """
@@ -125,6 +128,32 @@ def test_a_process_loads_only_its_own_code(module: str, forbidden: tuple[str, ..
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == [], f"{module} loads {out.stdout.split()}"
+
+
+# Parse, verify and replay: no device, file-descriptor, library or network I/O in these.
+PURE_ATTEST_MODULES = (
+    "attest.rtmr",
+    "attest.quote",
+    "attest.pck",
+    "attest.strict_json",
+    "attest.collateral_documents",
+    "attest.collateral",
+    "attest.signatures",
+    "attest.validity",
+    "attest.chains",
+    "attest.tcb",
+    "attest.verify",
+)
+IO_MODULES = ("os", "fcntl", "ctypes", "socket", "ssl", "subprocess", "httpx", "requests",
+              "attest.providers", "attest.pcs", "attest.http_get")
+
+
+@pytest.mark.parametrize("module", PURE_ATTEST_MODULES)
+def test_pure_attest_modules_import_no_io(module: str) -> None:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    io = sorted(name for name in imported_modules(path)
+                if any(name == m or name.startswith(m + ".") for m in IO_MODULES))
+    assert not io, f"{module} is meant to be pure but imports {io}"
 
 
 def test_checker_sees_a_wrong_import(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import AttestError
 from attest.pcs import CollateralFetcher, PcsClient, PcsEndpoint
 from attest.roots import TrustRoot, intel_sgx_root_ca

@@ -24,7 +24,7 @@ from appliance.cli.attest import (
     clock_from,
     usage_errors,
 )
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import AttestError
 from attest.pcs import CollateralFetcher, PcsClient, PcsEndpoint
 from attest.policy import validate

@@ -17,7 +17,8 @@ from typing import Any
 
 from cryptography import x509
 
-from attest.collateral import Collateral, collateral_from_bundle_json
+from attest.collateral import Collateral
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import AttestError, FormatError, PolicyError
 from attest.pck import pck_extension_of
 from attest.policy import Policy, load_policy, validate

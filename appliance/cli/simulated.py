@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli.collateral import add_output_options, write_output
-from attest.collateral import TcbStatus
+from attest.collateral_documents import TcbStatus
 from attest.errors import AttestError
 from attest.providers import REPORT_DATA_SIZE
 from attest.simulated import (

@@ -12,13 +12,13 @@ from attest.errors import ProviderUnavailableError
 from attest.providers.base import QuoteProvider
 from attest.providers.configfs_tsm import DEFAULT_TSM_REPORT_PATH, ConfigfsTsmProvider
 from attest.providers.libtdx import DEFAULT_LIBRARY, LibTdxAttest
-from attest.rtmr import (
+from attest.providers.tdx_guest import (
     DEFAULT_MEASUREMENTS_PATH,
     DEFAULT_TDX_GUEST_DEVICE,
-    RtmrExtender,
     SysfsRtmrExtender,
     TdxGuestIoctlExtender,
 )
+from attest.rtmr import RtmrExtender
 
 
 def tdx_quote_provider(

@@ -14,8 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.collateral import Collateral, TcbStatus, collateral_from_bundle_json
-from attest.simulated.authority import SimulatedAuthority, iso_time, raw_signature
+from attest.collateral import Collateral
+from attest.collateral_documents import TcbStatus
+from attest.collateral_load import collateral_from_bundle_json
+from attest.simulated.authority import SimulatedAuthority, iso_time
+from attest.simulated.pki import raw_signature
 
 DEFAULT_VALIDITY = dt.timedelta(days=30)
 # Issue a little before `now`, as the PCS does, so that `now` sits inside every window.
@@ -42,7 +45,7 @@ class SimulatedCollateral:
 
     def to_bundle_json(self) -> str:
         """dcap-qvl's QuoteCollateralV3 JSON (byte fields in hex), the bundle format of the
-        vectors; `attest.collateral` loads it."""
+        vectors; `attest.collateral_load` loads it."""
         return json.dumps(
             {
                 "pck_crl_issuer_chain": self.pck_crl_issuer_chain,

@@ -17,7 +17,8 @@ from attest.quote import (
     QuoteHeader,
     TdReport,
 )
-from attest.simulated.authority import SimulatedAuthority, raw_public_key, raw_signature
+from attest.simulated.authority import SimulatedAuthority
+from attest.simulated.pki import raw_public_key, raw_signature
 from attest.simulated.platform import SimulatedTd
 
 # The header's user data: 16 bytes of QE/platform identifier, then 4 zero bytes. Here it says

@@ -15,6 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 from cryptography import x509
+from support.pinned import simulated_td_policy
 from support.push_receiver import PushReceiver
 from support.service import Service, pack_model, start_service, wait_for_status
 from support.verifying import VerifyingClient, verifying_client
@@ -23,7 +24,6 @@ from appliance.supervisor.service import STATUS_PUSH_PURPOSE
 from ratls.errors import IncompleteReceiptError, ReceiptError
 from ratls.receipts import verify_receipt, verify_receipt_chain
 from ratls.signing import verify_json
-from support.pinned import simulated_td_policy
 
 pytestmark = pytest.mark.slow
 
@@ -412,7 +412,6 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
 
     from appliance.portal.app import PortalConfig, create_portal_app
     from attest.simulated import SimulatedAuthority
-    from ratls.policy import AppraisalPolicy
 
     def clock() -> datetime:
         return datetime.now(UTC)

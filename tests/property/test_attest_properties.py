@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attest import quote as q
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import CollateralFormatError, FormatError, PolicyFormatError
 from attest.pck import parse_sgx_extension
 from attest.policy import Policy

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.roots import TrustRoot
 from attest.simulated import SimulatedAuthority, SimulatedQuoteProvider, simulated_collateral
 from attest.verify import DcapVerifier
@@ -21,9 +21,9 @@ from ratls.issuer import IdentityIssuer
 from ratls.policy import AppraisalPolicy
 from ratls.verifier import RatlsVerifier
 from support.clock import ManualClock
+from support.pinned import simulated_td_policy
 from support.ratls_server import RatlsTestServer
 from support.ratls_world import NAMES, NOW
-from support.pinned import simulated_td_policy
 
 __all__ = [
     "authority",

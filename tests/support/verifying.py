@@ -17,11 +17,10 @@ from ratls.clock import system_clock
 from ratls.collateral import ServedCollateral
 from ratls.connection import ConnectionGate
 from ratls.httpx_client import httpx_client_for
-from ratls.policy import AppraisalPolicy
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
-from support.service import Service
 from support.pinned import simulated_td_policy
+from support.service import Service
 
 
 @dataclass

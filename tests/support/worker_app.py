@@ -151,11 +151,13 @@ class AsgiClient:
     def post(self, url: str, **options: Any) -> httpx.Response:
         return self.request("POST", url, **options)
 
-    def exchange(self, path: str, body: bytes, disconnect_after: float | None = None,
+    def exchange(self, path: str, body: bytes, disconnect_after: float | None = None, *,
+                 method: str = "POST", extensions: dict[str, Any] | None = None,
                  ) -> tuple[list[dict[str, Any]], float]:
-        """POSTs `body` as raw ASGI, for what httpx cannot show: a response the app leaves
-        incomplete, or a client that disconnects `disconnect_after` seconds once its body is
-        sent. Returns the messages the app sent and how long it took to return."""
+        """Sends `body` as raw ASGI, for what httpx cannot show: a response the app leaves
+        incomplete, a client that disconnects `disconnect_after` seconds once its body is sent,
+        or a connection's TLS (the scope's `extensions`). Returns the messages the app sent and
+        how long it took to return."""
         async def exchange() -> tuple[list[dict[str, Any]], float]:
             messages = [{"type": "http.request", "body": body, "more_body": False}]
             sent: list[dict[str, Any]] = []
@@ -170,10 +172,12 @@ class AsgiClient:
                 sent.append(message)
 
             scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                     "method": "POST", "scheme": "https", "path": path, "raw_path": path.encode(),
+                     "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
                      "root_path": "", "query_string": b"", "server": ("appliance.test", 443),
                      "client": ("127.0.0.1", 50000),
                      "headers": [(b"content-type", b"application/json")]}
+            if extensions is not None:
+                scope["extensions"] = extensions
             started = time.monotonic()
             await self._app(scope, receive, send)
             return sent, time.monotonic() - started

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from support.fake_pcs import FakePcs
 
-from attest.collateral import TcbStatus
+from attest.collateral_documents import TcbStatus
 from attest.errors import CollateralUnavailableError, FormatError
 from attest.pcs import (
     CollateralCache,

@@ -17,11 +17,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from support.pinned import simulated_td_policy
 from support.ratls_fixtures import *  # noqa: F403 - fixtures
 from support.ratls_server import COMPLETION_TEXT, MODEL
 from support.ratls_world import NAMES, NOW, CountingCollateral, FixedSource
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import PolicyError, VerificationError
 from attest.quote import TD_ATTRIBUTE_DEBUG, TD_ATTRIBUTE_SEPT_VE_DISABLE
 from attest.simulated import SimulatedQuoteProvider, SimulatedTd, simulated_collateral
@@ -38,10 +39,8 @@ from ratls.errors import (
 from ratls.httpx_client import attested_httpx_client
 from ratls.issuer import Identity, IdentityIssuer
 from ratls.misdirected import MISDIRECTED_RETRIES
-from ratls.policy import AppraisalPolicy
 from ratls.profile import RatlsCertificate, build_certificate, parse_certificate, spki_der
 from ratls.requests_adapter import attested_session
-from support.pinned import simulated_td_policy
 
 DIGEST = hashlib.sha256(b"model image v1").digest()
 OTHER_DIGEST = hashlib.sha256(b"model image v2").digest()

@@ -20,7 +20,7 @@ from attest_vectors import (
     row_time,
 )
 
-from attest.collateral import TcbStatus
+from attest.collateral_documents import TcbStatus
 from attest.errors import PolicyError, PolicyFormatError
 from attest.policy import MEASUREMENT_FIELDS, CheckOutcome, Policy, load_policy, validate
 from attest.verify import DcapVerifier, VerifiedQuote

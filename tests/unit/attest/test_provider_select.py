@@ -11,10 +11,11 @@ from attest.errors import ProviderUnavailableError
 from attest.providers import (
     ConfigfsTsmProvider,
     LibTdxAttest,
+    SysfsRtmrExtender,
+    TdxGuestIoctlExtender,
     tdx_quote_provider,
     tdx_rtmr_extender,
 )
-from attest.rtmr import SysfsRtmrExtender, TdxGuestIoctlExtender
 
 
 @pytest.fixture(scope="module")

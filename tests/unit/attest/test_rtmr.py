@@ -1,10 +1,8 @@
-"""RTMR extension semantics, event log replay and JSON, and the extenders' request encoding."""
+"""RTMR extension semantics, event log replay and JSON, and the in-memory registers."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +14,6 @@ from attest.rtmr import (
     InMemoryRtmrs,
     RtmrEvent,
     RtmrEventLog,
-    SysfsRtmrExtender,
-    TdxGuestIoctlExtender,
     extend_value,
     replay,
     verify_replay,
@@ -28,8 +24,6 @@ ZERO_EXTENDED_BY_ZERO = bytes.fromhex(
     "f57bb7ed82c6ae4a29e6c9879338c592c7d42a39135583e8ccbe3940f2344b0e"
     "b6eb8503db0ffd6a39ddd00cd07d8317"
 )
-# _IOR('T', 3, 49): direction 2 in bits 30-31, size 49 in bits 16-29, 'T' = 0x54, number 3.
-EXPECTED_IOCTL = 0x80315403
 
 digests = st.binary(min_size=48, max_size=48)
 events = st.builds(
@@ -159,62 +153,3 @@ def test_runtime_extension_is_limited_to_rtmr2_and_rtmr3_with_48_byte_digests(in
     with pytest.raises(RtmrExtendError):
         registers.extend(index, digest)
     assert registers.values() == (ZERO_RTMR,) * 4
-
-
-# -- production extenders: not runnable here, so check what they would send -------------------
-
-
-def test_sysfs_extender_writes_exactly_the_digest_to_the_register_file(tmp_path: Path):
-    register = tmp_path / "rtmr3:sha384"
-    register.write_bytes(b"")
-    digest = hashlib.sha384(b"model").digest()
-
-    SysfsRtmrExtender(tmp_path).extend(3, digest)
-
-    assert register.read_bytes() == digest
-
-
-def test_sysfs_extender_never_creates_the_register_file(tmp_path: Path):
-    with pytest.raises(RtmrExtendError, match="rtmr2:sha384"):
-        SysfsRtmrExtender(tmp_path).extend(2, bytes(48))
-    assert list(tmp_path.iterdir()) == []
-
-
-class RecordingIoctl:
-    def __init__(self, error: OSError | None = None) -> None:
-        self.calls: list[tuple[int, bytes]] = []
-        self.error = error
-
-    def __call__(self, fd: int, command: int, request: bytearray) -> int:
-        self.calls.append((command, bytes(request)))
-        if self.error:
-            raise self.error
-        return 0
-
-
-def test_ioctl_extender_sends_tdx_cmd_extend_rtmr_with_data_then_index(tmp_path: Path):
-    device = tmp_path / "tdx_guest"
-    device.write_bytes(b"")
-    ioctl = RecordingIoctl()
-    digest = hashlib.sha384(b"model").digest()
-
-    TdxGuestIoctlExtender(device, ioctl=ioctl).extend(3, digest)
-
-    assert ioctl.calls == [(EXPECTED_IOCTL, digest + b"\x03")]
-
-
-def test_ioctl_extender_explains_a_kernel_without_the_command(tmp_path: Path):
-    device = tmp_path / "tdx_guest"
-    device.write_bytes(b"")
-    ioctl = RecordingIoctl(OSError(errno.ENOTTY, "Inappropriate ioctl for device"))
-    with pytest.raises(RtmrExtendError, match="kernel without TDX_CMD_EXTEND_RTMR"):
-        TdxGuestIoctlExtender(device, ioctl=ioctl).extend(2, bytes(48))
-
-
-def test_ioctl_extender_refuses_bad_requests_before_opening_the_device(tmp_path: Path):
-    ioctl = RecordingIoctl()
-    with pytest.raises(RtmrExtendError, match="only RTMR2 and RTMR3"):
-        TdxGuestIoctlExtender(tmp_path / "absent", ioctl=ioctl).extend(1, bytes(48))
-    with pytest.raises(RtmrExtendError, match="cannot open"):
-        TdxGuestIoctlExtender(tmp_path / "absent", ioctl=ioctl).extend(3, bytes(48))
-    assert ioctl.calls == []

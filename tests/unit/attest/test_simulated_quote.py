@@ -23,7 +23,8 @@ from support.simulated_evidence import (
     SIGNED_REGION,
 )
 
-from attest.collateral import TcbStatus, collateral_from_bundle_json, collateral_from_pcs_responses
+from attest.collateral_documents import TcbStatus
+from attest.collateral_load import collateral_from_bundle_json, collateral_from_pcs_responses
 from attest.providers import QuoteProvider
 from attest.quote import parse_quote
 from attest.rtmr import RtmrEvent, RtmrEventLog, extend_value, verify_replay

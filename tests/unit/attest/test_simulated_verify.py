@@ -18,7 +18,7 @@ from support.simulated_evidence import (
     REPORT_DATA_FIELD,
 )
 
-from attest.collateral import TcbStatus
+from attest.collateral_documents import TcbStatus
 from attest.errors import (
     AttestError,
     CollateralExpiredError,

@@ -9,7 +9,7 @@ import pytest
 from attest_vectors import bundle, quote_bytes
 
 from attest import errors
-from attest.collateral import IdentityTcbLevel, TcbLevel, TcbStatus
+from attest.collateral_documents import IdentityTcbLevel, TcbLevel, TcbStatus
 from attest.pck import PckTcb
 from attest.quote import parse_quote
 from attest.tcb import converge, evaluate_tcb, match_platform_level

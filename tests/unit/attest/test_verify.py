@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from attest import errors
-from attest.collateral import CertificateChain, TcbStatus
+from attest.collateral import CertificateChain
+from attest.collateral_documents import TcbStatus
 from attest.quote import parse_quote
 from attest.roots import INTEL_SGX_ROOT_CA_SHA256, TrustRoot, intel_sgx_root_ca
 from attest.verify import DcapVerifier

@@ -7,10 +7,11 @@ import json
 from datetime import timedelta
 
 import pytest
+from support.pinned import simulated_td_pins, simulated_td_policy
 from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 from support.ratls_unit_fixtures import START
 
-from attest.collateral import collateral_from_bundle_json
+from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import CollateralError, PolicyError, VerificationError
 from attest.roots import TrustRoot
 from attest.rtmr import RtmrEvent, RtmrEventLog
@@ -29,7 +30,6 @@ from ratls.policy import AppraisalPolicy
 from ratls.profile import MODEL_EVENT_TYPE, MODEL_RTMR
 from ratls.result import AttestationResult
 from ratls.verifier import RatlsVerifier
-from support.pinned import simulated_td_pins, simulated_td_policy
 
 DIGEST = hashlib.sha256(b"model").digest()
 NONCE = bytes(range(40))
