@@ -5,6 +5,8 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from attest.errors import CertificateError
+
 # What `cryptography` raises, besides ValueError, for certificates and CRLs it cannot read
 # (a TypeError comes from a name attribute of an impossible type).
 X509_PARSE_ERRORS = (
@@ -42,6 +44,17 @@ def load_certificate(der: bytes, *, parse_names: bool = True) -> x509.Certificat
     if certificate.serial_number <= 0:
         raise ValueError("certificate serial number is not positive (RFC 5280)")
     return certificate
+
+
+def load_pck_leaf(der: bytes, *, parse_names: bool = True) -> x509.Certificate:
+    """The PCK leaf certificate of a quote's chain. Raises CertificateError (check `pck_leaf`):
+    whatever the chain holds, reading it is a verification step with a named failure."""
+    try:
+        return load_certificate(der, parse_names=parse_names)
+    except ValueError as exc:
+        raise CertificateError(
+            "PCK leaf certificate is malformed", check="pck_leaf", actual=str(exc)
+        ) from None
 
 
 def common_name(name: x509.Name) -> str:

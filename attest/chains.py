@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from cryptography import x509
 
-from attest.certs import load_certificate
+from attest.certs import load_certificate, load_pck_leaf
 from attest.collateral import CertificateChain, Collateral, RevocationList
 from attest.errors import (
     CertificateError,
@@ -196,12 +196,7 @@ class ChainChecker:
                 actual=hashlib.sha256(root_der).hexdigest(),
             )
         pck_ca = self._verified_ca(ca_der)
-        try:
-            leaf = load_certificate(leaf_der, parse_names=False)
-        except ValueError as exc:
-            raise CertificateError(
-                "PCK leaf certificate is malformed", check="pck_leaf", actual=str(exc)
-            ) from None
+        leaf = load_pck_leaf(leaf_der, parse_names=False)
         if not issued_by(leaf, pck_ca):
             raise CertificateError(
                 "PCK leaf is not issued by the PCK CA",

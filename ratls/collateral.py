@@ -18,6 +18,7 @@ from typing import Protocol
 import httpx
 from cryptography import x509
 
+from attest.certs import load_pck_leaf
 from attest.collateral import Collateral, pck_ca_of
 from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import (
@@ -52,7 +53,8 @@ class PcsFetcher(Protocol):
 
 
 def pck_leaf(quote: Quote) -> x509.Certificate:
-    return x509.load_der_x509_certificate(quote.pck_cert_chain[0])
+    """The quote's PCK leaf; attest's CertificateError (check `pck_leaf`) when it is not one."""
+    return load_pck_leaf(quote.pck_cert_chain[0])
 
 
 def pck_fmspc(quote: Quote) -> str:

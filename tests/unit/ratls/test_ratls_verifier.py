@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import json
 from datetime import timedelta
 
@@ -13,11 +14,12 @@ from support.ratls_unit_fixtures import START
 
 from attest.collateral_load import collateral_from_bundle_json
 from attest.errors import CollateralError, PolicyError, VerificationError
+from attest.quote import PckCertChain, parse_quote
 from attest.roots import TrustRoot
 from attest.rtmr import RtmrEvent, RtmrEventLog
 from attest.simulated import SimulatedQuoteProvider, SimulatedTd, simulated_collateral
 from attest.verify import DcapVerifier
-from ratls.collateral import StaticCollateral
+from ratls.collateral import PcsCollateral, StaticCollateral
 from ratls.errors import (
     AttestationRefused,
     CertificateError,
@@ -307,3 +309,30 @@ def test_an_old_certificate_is_refused_by_age(verifier_for, provider, names, clo
     policy = simulated_td_policy(max_certificate_validity_hours=240)
     result = verifier_for(policy).attest(certificate, hostname=None)
     assert not result.verified and result.errors[0].check == "certificate_age"
+
+
+class _NotACertificateLeaf:
+    """A quote provider whose PCK chain starts with DER that is a SEQUENCE but no certificate."""
+
+    def __init__(self, provider) -> None:
+        self._provider = provider
+        self.tee = provider.tee
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        quote = parse_quote(self._provider.get_quote(report_data))
+        data = quote.certification_data
+        chain = PckCertChain((b"\x30\x03\x02\x01\x01", *data.pck_cert_chain.certificates[1:]))
+        return replace(quote, certification_data=replace(data, pck_cert_chain=chain)).to_bytes()
+
+
+def test_a_pck_leaf_that_is_not_a_certificate_is_a_typed_refusal(provider, names, clock) -> None:
+    class NeverFetched:
+        def collateral(self, fmspc, ca, *, now):
+            raise AssertionError("collateral must not be fetched for an unreadable PCK leaf")
+
+    issuer = IdentityIssuer(_NotACertificateLeaf(provider), names, clock=clock)
+    verifier = RatlsVerifier(dcap=DcapVerifier(None), policy=simulated_td_policy(),
+                             collateral=PcsCollateral(NeverFetched()), clock=clock)
+    result = verifier.attest(issuer.current().certificate.der, hostname=None)
+    assert not result.verified
+    assert (result.errors[0].check, result.errors[0].stage) == ("pck_leaf", "verify")
