@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
