@@ -86,27 +86,28 @@ class TdxModuleIdentity:
 
 
 @dataclass(frozen=True)
-class TcbInfo:
+class IssuedDocument:
+    """What Intel's TCB info and QE identity both state about themselves."""
+
     id: str
     version: int
     issue_date: datetime
     next_update: datetime
+    tcb_evaluation_data_number: int
+
+
+@dataclass(frozen=True)
+class TcbInfo(IssuedDocument):
     fmspc: bytes
     pce_id: bytes
     tcb_type: int
-    tcb_evaluation_data_number: int
     tdx_module: TdxModule | None
     tdx_module_identities: tuple[TdxModuleIdentity, ...] | None
     tcb_levels: tuple[TcbLevel, ...]
 
 
 @dataclass(frozen=True)
-class QeIdentity:
-    id: str
-    version: int
-    issue_date: datetime
-    next_update: datetime
-    tcb_evaluation_data_number: int
+class QeIdentity(IssuedDocument):
     miscselect: int
     miscselect_mask: int
     attributes: bytes
