@@ -48,7 +48,7 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-class _Lru(Generic[_K, _V]):
+class LruCache(Generic[_K, _V]):
     """A small thread-safe LRU map: the caches of time-independent results."""
 
     def __init__(self, size: int) -> None:
@@ -78,11 +78,11 @@ class ChainChecker:
 
     def __init__(self, root: TrustRoot, cache_size: int) -> None:
         self._root = root
-        self._checked_collaterals: _Lru[Collateral, CheckedCollateral] = _Lru(cache_size)
+        self._checked_collaterals: LruCache[Collateral, CheckedCollateral] = LruCache(cache_size)
         # CA DER -> x509.Certificate issued by the root
-        self._pck_cas: _Lru[bytes, x509.Certificate] = _Lru(cache_size)
+        self._pck_cas: LruCache[bytes, x509.Certificate] = LruCache(cache_size)
         # (Collateral, CA DER) -> True
-        self._pck_crl_issuers: _Lru[tuple[Collateral, bytes], bool] = _Lru(cache_size)
+        self._pck_crl_issuers: LruCache[tuple[Collateral, bytes], bool] = LruCache(cache_size)
 
     def checked_collateral(self, collateral: Collateral) -> CheckedCollateral:
         """Steps 1, 2, 3 and 5 as far as they do not depend on the quote or the time."""

@@ -173,3 +173,51 @@ class AuthorityStoreError(AttestError):
     """The simulated authority's directory is incomplete, corrupt or has unsafe permissions."""
 
     stage = "simulated"
+
+
+# --- NVIDIA GPU evidence (`attest.nvidia`) ------------------------------------------------------
+# Apart from the TDX classes above, so that catching one kind of evidence's errors never catches
+# the other's; each derives from the stage class it belongs to.
+
+
+class GpuEvidenceFormatError(FormatError):
+    """A GPU attestation report (SPDM GET_MEASUREMENTS request and response) that does not have
+    the structure it claims; `check` names the field."""
+
+
+class GpuVerificationError(VerificationError):
+    """GPU evidence whose chain, signature, nonce, revocation or collateral does not verify."""
+
+
+class GpuCertificateError(GpuVerificationError):
+    """A device certificate chain that does not lead to the trust root, or whose leaf does not
+    fit the report (not an end-entity certificate, no FWID, another FWID)."""
+
+
+class GpuCertificateValidityError(GpuCertificateError):
+    """A device certificate not valid at the verification time (expired or not yet valid)."""
+
+
+class GpuSignatureError(GpuVerificationError):
+    """The report's signature does not verify with the leaf certificate's key."""
+
+
+class GpuNonceError(GpuVerificationError):
+    """The requester nonce in the report is not the nonce the verifier asked for."""
+
+
+class GpuRevokedError(GpuVerificationError):
+    """A device certificate that its OCSP status says is revoked."""
+
+
+class GpuCollateralError(GpuVerificationError):
+    """Collateral given for the GPU evidence that cannot be used: an OCSP status missing for a
+    certificate of the chain, not current, or unknown."""
+
+
+class GpuPolicyError(PolicyError):
+    """Verified GPU evidence that the GPU appraisal policy rejects (`checks` holds every check)."""
+
+
+class GpuPolicyFormatError(PolicyFormatError):
+    """A GPU policy that cannot be read or names an unknown field."""
