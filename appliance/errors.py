@@ -101,6 +101,19 @@ class PayloadTooLarge(ApiError):
     code = "body_too_large"
 
 
+class TooManyRequests(ApiError):
+    """A rate limit was reached; `retry_after`: whole seconds until a request may succeed."""
+
+    status = 429
+    type = "requests"  # OpenAI's type for a request-rate limit
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = retry_after
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     type = "invalid_request_error"
@@ -132,7 +145,7 @@ class UpstreamTimeout(ApiError):
 _BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
     for cls in (BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
-                MisdirectedRequest,
+                MisdirectedRequest, TooManyRequests,
                 PayloadTooLarge, UnsupportedMediaType, UpstreamError, ServiceUnavailable,
                 UpstreamTimeout)
 }

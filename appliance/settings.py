@@ -66,6 +66,25 @@ class Settings(BaseSettings):
     # Seconds without a byte from the engine before a request fails; there is no total timeout,
     # so a long stream that keeps producing events is never cut.
     upstream_idle_timeout: float = Field(default=600.0, gt=0)
+    # What one client can hold of a worker (docs/design.md §10). Seconds from the TCP connection
+    # (TLS handshake included) to the end of the first request's head; on a kept-alive connection,
+    # from the first byte of the next request (idle, it is closed after 30 s).
+    request_head_timeout: float = Field(default=10.0, gt=0)
+    # Seconds from the end of a request's head to the end of its body, in all: a 4 MiB body must
+    # arrive at 70 KB/s or more.
+    request_body_timeout: float = Field(default=60.0, gt=0)
+    # Seconds a response may wait on a client that reads none of it (the worker's send buffers
+    # are full) before the connection is dropped; a stream cut so is receipted
+    # `client_disconnected`.
+    response_send_timeout: float = Field(default=30.0, gt=0)
+    # Connections one worker holds at once; a connection beyond them is answered 503 and closed.
+    # Each also holds an engine connection while it waits for inference: stay under half of the
+    # process's open-file limit (the unit sets 65536).
+    max_connections: int = Field(default=1000, ge=1)
+    # /v1/attestation makes a fresh quote for anyone who asks: per worker, at most `burst` at once
+    # and `rate` per second after that; beyond, 429 with Retry-After.
+    attestation_rate: float = Field(default=10.0, gt=0)
+    attestation_burst: int = Field(default=20, ge=1)
     load_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("load_token", "APPLIANCE_LOAD_TOKEN", "LOAD_TOKEN"),

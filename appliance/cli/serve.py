@@ -70,6 +70,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--max-body-bytes", type=int, metavar="N", help="request body limit (default 4 MiB)")
     add("--upstream-idle-timeout", type=float, metavar="S",
         help="seconds without a byte from the engine before a request fails (default 600)")
+    add("--request-head-timeout", type=float, metavar="S",
+        help="seconds from connecting (TLS included) to a complete request head; on a kept-alive "
+             "connection from the request's first byte (default 10)")
+    add("--request-body-timeout", type=float, metavar="S",
+        help="seconds from the end of a request head to the end of its body (default 60)")
+    add("--response-send-timeout", type=float, metavar="S",
+        help="seconds a response may wait on a client that reads nothing before the connection "
+             "is dropped (default 30)")
+    add("--max-connections", type=int, metavar="N",
+        help="connections per worker; more are answered 503 and closed (default 1000)")
+    add("--attestation-rate", type=float, metavar="N",
+        help="/v1/attestation quotes per second per worker after the burst (default 10)")
+    add("--attestation-burst", type=int, metavar="N",
+        help="/v1/attestation quotes at once per worker; beyond the rate, 429 (default 20)")
     add("--state-dir", metavar="DIR", help="state: simulated authority, sockets, receipts")
     add("--receipts-db", metavar="PATH", help="receipt log (default <state-dir>/receipts.sqlite3)")
     add("--receipts-max", type=int, metavar="N", help="receipts kept, oldest pruned (default 1e6)")

@@ -10,9 +10,10 @@ envelope of `appliance.worker.api_errors`, as in the Flask app.
 
 from __future__ import annotations
 
+import ssl
 import time
 
-from appliance.errors import MethodNotAllowed, PayloadTooLarge
+from appliance.errors import MethodNotAllowed, MisdirectedRequest, PayloadTooLarge
 from appliance.worker.api_errors import as_api_error
 from appliance.worker.asgi_http import (
     ClientGone,
@@ -45,6 +46,7 @@ class ApplianceAsgi:
             path = scope["path"]
             started = time.perf_counter()
             try:
+                require_full_handshake(tls_connection(scope))
                 if path in self._inference_routes:
                     await self._inference(path, scope, receive, send, started)
                 else:
@@ -63,7 +65,8 @@ class ApplianceAsgi:
 
     async def _inference(self, route: str, scope: Scope, receive: Receive, send: Send,
                          started: float) -> None:
-        # The order of the checks is the contract: 405, 413, then the body (400, 503, 404), 421.
+        # The order of the checks is the contract: (a resumed session's 421 in __call__) 405, 413,
+        # then the body (400, 503, 404), 421.
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} is not allowed on {route}")
         body = await read_body(scope, receive, self._max_body)
@@ -79,9 +82,10 @@ class ApplianceAsgi:
         if isinstance(error, MethodNotAllowed):
             headers.append(_ALLOW_POST)
         if error.status == 421 or isinstance(error, PayloadTooLarge):
-            # 421: the connection attested superseded evidence; dropping it makes a retry (RFC 9110
-            # 15.5.20) open a new connection and verify the re-issued certificate. 413: the rest
-            # of the body is not read. uvicorn closes the connection after this response.
+            # 421: the connection attested superseded evidence, or none (a resumed session);
+            # dropping it makes a retry (RFC 9110 15.5.20) open a new connection and verify the
+            # certificate it presents. 413: the rest of the body is not read. uvicorn closes the
+            # connection after this response.
             headers.append(_CONNECTION_CLOSE)
         self._services.metrics.count_request(route, error.status, time.perf_counter() - started)
         await send_error(send, error, headers)
@@ -95,3 +99,17 @@ class ApplianceAsgi:
                 self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def require_full_handshake(connection: ssl.SSLObject | None) -> None:
+    """Refuses (421) every request on a connection that resumed a TLS session.
+
+    A resumed handshake presents no certificate: what the client verified belongs to an earlier
+    connection, maybe to an identity (a model) the appliance no longer serves. The server turns
+    resumption off (`ratls/tls.py`); this holds even where it could not.
+    """
+    if connection is not None and connection.session_reused:
+        raise MisdirectedRequest(
+            "this connection resumed a TLS session, so it presented no certificate to verify; "
+            "reconnect with a full handshake", code="tls_session_resumed",
+        )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -38,14 +39,19 @@ class EngineEndpoint:
     port: int
     connect_timeout: float = 5.0
     idle_timeout: float = 600.0
+    # A kept-alive connection idle this long is not reused: the engine closes idle connections
+    # (vLLM's uvicorn after 5 s), and one it closes just as a request is written fails that
+    # request, which is never sent again (see EngineClient.request).
+    keepalive_expiry: float = 2.0
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     def usable(self) -> bool:
         # The engine closed an idle connection (EOF arrived), or it holds unexpected bytes.
@@ -177,36 +183,43 @@ class EngineResponse:
 class EngineClient:
     """Keep-alive connections to one engine endpoint, shared by the requests of one event loop."""
 
-    def __init__(self, endpoint: EngineEndpoint) -> None:
+    def __init__(self, endpoint: EngineEndpoint,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.endpoint = endpoint
+        self._clock = clock
         self._idle: list[_Connection] = []
         self._host_header = f"{endpoint.host}:{endpoint.port}".encode()
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       content_type: bytes = b"application/json") -> EngineResponse:
+        """Sends the request once; raises UpstreamError / UpstreamTimeout.
+
+        A request is sent again only when not one byte of it left: the write to a kept-alive
+        connection was refused (the engine had reset it). Once a byte may have reached the engine,
+        a close without an answer is an UpstreamError: the engine may have read the request and
+        started generating, and a second send could run it twice.
+        """
         message = b"".join((
             method.encode(), b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
             b"\r\nContent-Type: ", content_type,
             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body,
         ))
         connection, reused = await self._acquire()
-        try:
-            return await self._exchange(connection, message)
-        except _StaleConnection:
-            # A kept-alive connection the engine had closed; nothing reached it, so retrying once
-            # on a fresh connection cannot duplicate the request.
+        if not _written(connection, message):
+            connection.drop()
             if not reused:
-                raise UpstreamError(
-                    "the engine closed a new connection without answering"
-                ) from None
-        try:
-            return await self._exchange(await self._connect(), message)
-        except _StaleConnection:
-            # The engine went away between the two attempts (e.g. it was just killed).
-            raise UpstreamError("the engine closed a new connection without answering") from None
+                raise UpstreamError("the engine closed a new connection before the request was "
+                                    "sent")
+            connection = await self._connect()
+            if not _written(connection, message):
+                connection.drop()
+                raise UpstreamError("the engine closed a new connection before the request was "
+                                    "sent")
+        return await self._response(connection)
 
     def release(self, connection: _Connection) -> None:
         if len(self._idle) < _MAX_IDLE_CONNECTIONS:
+            connection.idle_since = self._clock()
             self._idle.append(connection)
         else:
             connection.drop()
@@ -217,9 +230,10 @@ class EngineClient:
             connection.drop()
 
     async def _acquire(self) -> tuple[_Connection, bool]:
+        oldest = self._clock() - self.endpoint.keepalive_expiry
         while self._idle:
             connection = self._idle.pop()
-            if connection.usable():
+            if connection.usable() and connection.idle_since > oldest:
                 return connection, True
             connection.drop()
         return await self._connect(), False
@@ -239,9 +253,9 @@ class EngineClient:
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Connection(reader, writer)
 
-    async def _exchange(self, connection: _Connection, message: bytes) -> EngineResponse:
+    async def _response(self, connection: _Connection) -> EngineResponse:
+        """The response to the request just written on `connection`."""
         try:
-            connection.writer.write(message)
             async with asyncio.timeout(self.endpoint.idle_timeout):
                 head = await connection.reader.readuntil(b"\r\n\r\n")
         except TimeoutError as exc:
@@ -251,14 +265,14 @@ class EngineClient:
         except asyncio.IncompleteReadError as exc:
             connection.drop()
             if not exc.partial:
-                raise _StaleConnection from exc
+                raise _unanswered() from exc
             raise UpstreamError("the engine closed the connection inside response headers") from exc
         except asyncio.LimitOverrunError as exc:
             connection.drop()
             raise UpstreamError("the engine's response headers are too large") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
             connection.drop()
-            raise _StaleConnection from exc
+            raise _unanswered() from exc
         except OSError as exc:
             connection.drop()
             raise UpstreamError(f"talking to the engine failed: {exc.strerror or exc}") from exc
@@ -274,8 +288,20 @@ class EngineClient:
         return EngineResponse(self, connection, status, headers, framing, length, keep_alive)
 
 
-class _StaleConnection(Exception):
-    pass
+def _written(connection: _Connection, message: bytes) -> bool:
+    """Writes `message`; False when the transport refused it before any byte left.
+
+    asyncio's and uvloop's transports try the first send() at once and fail on its error, closing
+    themselves: closing right after write() means nothing was sent. Once a byte was accepted the
+    rest is buffered and a later failure closes the transport afterwards.
+    """
+    connection.writer.write(message)
+    return not connection.writer.transport.is_closing()
+
+
+def _unanswered() -> UpstreamError:
+    return UpstreamError("the engine closed the connection without answering (the request may "
+                         "have reached it, so it is not sent again)")
 
 
 def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], bool]:

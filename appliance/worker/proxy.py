@@ -1,7 +1,8 @@
 """The OpenAI pass-through: requests go to the engine byte for byte, streams event by event.
 
-Only what routing needs is read from a request: it must be a JSON object, `model` must name the
-served model, `stream` (if present) must be a boolean. The body is forwarded unchanged and the
+Only what routing needs is read from a request (`appliance.worker.json_body`, off the event loop
+for a large body): it must be a JSON object, `model` must name the served model, `stream` (if
+present) must be a boolean. The body is forwarded unchanged and the
 engine's response body is returned unchanged; a stream is relayed chunk by chunk as the engine
 writes it (uvicorn writes one SSE event per chunk), one ASGI body message per chunk, with nothing
 buffered on the way. Every engine response gets a receipt; its id goes out in `X-Receipt-Id`
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from appliance.channel.shared_state import SharedState
-from appliance.errors import ApiError, BadRequest, MisdirectedRequest, NotFound, ServiceUnavailable
+from appliance.errors import ApiError, MisdirectedRequest, NotFound, ServiceUnavailable
 from appliance.metrics import Metrics
 from appliance.worker.asgi_http import Receive, Send, send_response
 from appliance.worker.engine_client import EngineClient, EngineResponse
+from appliance.worker.json_body import RoutingFields, read_routing_fields
 from ratls.issuer import Identity
 from ratls.receipts import Outcome
 
@@ -69,38 +71,16 @@ class _ExchangeFacts(TypedDict):
 RecordReceipt = Callable[[ExchangeRecord, Identity], None]
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise BadRequest("the request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(document, dict):
-        raise BadRequest(f"the request body must be a JSON object, got {type(document).__name__}",
-                         code="invalid_json")
-    return document
-
-
-def parse_routing_fields(body: bytes, served: SharedState) -> tuple[str, bool]:
-    """Checks what routing needs; returns (model, stream). Raises BadRequest / NotFound / 503."""
-    document = parse_json_object(body)
-    model = document.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("`model` is required and must be a non-empty string", param="model",
-                         code="missing_model")
-    stream = document.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest(f"`stream` must be a boolean, got {type(stream).__name__}", param="stream",
-                         code="invalid_type")
+def require_served_model(fields: RoutingFields, served: SharedState) -> str:
+    """The model a request may be forwarded for; raises 503 (none ready) or 404 (another)."""
     if not served.ready:
         raise ServiceUnavailable(f"no model is ready (status: {served.status.get('proxy_status')})")
-    if model != served.model:
+    if fields.model != served.model:
         raise NotFound(
-            f"the model `{model}` does not exist; this appliance serves `{served.model}`",
+            f"the model `{fields.model}` does not exist; this appliance serves `{served.model}`",
             param="model", code="model_not_found",
         )
-    return model, stream
+    return fields.model
 
 
 class InferenceProxy:
@@ -120,7 +100,7 @@ class InferenceProxy:
         """Answers the request. `identity`: the one the client's connection attested (its
         certificate); `started`: perf_counter() at the request's start (for the latency metric).
         Raises ApiError before the response starts; after that, failures end the stream."""
-        model, _stream = parse_routing_fields(body, served)
+        model = require_served_model(await read_routing_fields(body), served)
         require_attested_model(identity, served)
         # The client may go while the engine works (before its headers, or mid-stream): this
         # request is cancelled then, which drops the engine's connection, so that the engine
@@ -237,7 +217,7 @@ def require_attested_model(identity: Identity, served: SharedState) -> None:
 def _usage_of_json(payload: bytes) -> dict[str, Any] | None:
     try:
         document = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     usage = document.get("usage") if isinstance(document, dict) else None
     return usage if isinstance(usage, dict) else None

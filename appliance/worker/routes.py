@@ -11,6 +11,7 @@ A request body arrives read in full and bounded by the bridge (`asgi_http.read_b
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ from appliance.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFound,
+    TooManyRequests,
     Unauthorized,
 )
 from appliance.metrics import Metrics
 from appliance.settings import Settings
 from appliance.worker.api_errors import ERROR_CONTENT_TYPE, as_api_error
 from appliance.worker.identity import connection_identity
-from appliance.worker.proxy import InferenceProxy, parse_json_object
+from appliance.worker.json_body import parse_json_object
+from appliance.worker.proxy import InferenceProxy
+from appliance.worker.rate_limit import TokenBucket
 from appliance.worker.receipt_log import ReceiptLog
 from appliance.worker.wsgi_bridge import TLS_CONNECTION_ENVIRON
 from ratls.issuer import IdentitySource
@@ -62,6 +66,7 @@ class WorkerServices:
     proxy: InferenceProxy
     receipts: ReceiptLog
     metrics: Metrics
+    attestation_limit: TokenBucket
 
 
 class _InsertionOrderJSONProvider(DefaultJSONProvider):
@@ -93,6 +98,8 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         response = Response(error.body(), status=error.status, mimetype=ERROR_CONTENT_TYPE)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="appliance lifecycle"'
+        if isinstance(error, TooManyRequests):
+            response.headers["Retry-After"] = str(error.retry_after)
         if isinstance(exc, RoutingMethodNotAllowed):
             allowed = exc.valid_methods or []
             response.headers["Allow"] = ", ".join(allowed)
@@ -144,6 +151,12 @@ def create_app(settings: Settings, services: WorkerServices) -> Flask:
         nonce = request.args.get("nonce", "")
         if not _HEX_BYTES.fullmatch(nonce):
             raise BadRequest("`nonce` must be an even-length hex string", param="nonce")
+        wait = services.attestation_limit.take()
+        if wait is not None:
+            raise TooManyRequests(
+                f"this worker makes at most {settings.attestation_rate:g} quotes per second "
+                f"(bursts of {settings.attestation_burst}); retry in {wait:.1f} s",
+                retry_after=math.ceil(wait))
         # The evidence binds the certificate this connection presented (it may predate a rotation).
         identity = connection_identity(request.environ.get(TLS_CONNECTION_ENVIRON),
                                        services.identity)

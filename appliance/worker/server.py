@@ -16,6 +16,7 @@ import logging
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +34,11 @@ from appliance.worker.asgi import ApplianceAsgi
 from appliance.worker.engine_client import EngineClient, EngineEndpoint
 from appliance.worker.identity import SupervisorIdentitySource
 from appliance.worker.proxy import InferenceProxy
+from appliance.worker.rate_limit import TokenBucket
 from appliance.worker.receipt_log import ReceiptLog
 from appliance.worker.receipts import ReceiptRecorder
 from appliance.worker.routes import WorkerServices, create_app
-from appliance.worker.uvicorn_worker import ApplianceWorker
+from appliance.worker.uvicorn_worker import ApplianceWorker, ConnectionLimits
 from appliance.worker.wsgi_bridge import WsgiBridge
 from ratls.server import RotatingServerContext
 
@@ -61,6 +63,8 @@ def build_worker(settings: Settings) -> tuple[ApplianceAsgi, RotatingServerConte
         state=state, identity=identity, supervisor=control,
         proxy=InferenceProxy(engine, recorder.record, metrics),
         receipts=receipts, metrics=metrics,
+        attestation_limit=TokenBucket(settings.attestation_rate, settings.attestation_burst,
+                                      time.monotonic),
     )
     other_routes = WsgiBridge(create_app(settings, services), settings.threads,
                               settings.max_body_bytes)
@@ -72,6 +76,13 @@ class ApiServer(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._tls: RotatingServerContext | None = None
+        # Read by each worker (ApplianceWorker) when it starts serving.
+        self.connection_limits = ConnectionLimits(
+            head_timeout=settings.request_head_timeout,
+            body_timeout=settings.request_body_timeout,
+            send_timeout=settings.response_send_timeout,
+            max_connections=settings.max_connections,
+        )
         super().__init__()
 
     def load_config(self) -> None:

@@ -10,21 +10,33 @@ each worker runs one uvicorn server on an event loop. Two things differ from a s
 * The HTTP protocol puts the connection's TLS into each request's scope, because RA-TLS needs
   the identity the connection presented (`ratls.server.presented_identity`), per request; and it
   joins the writes of one loop turn (a response's head and body) into one TLS record.
+* What one client can hold is bounded (`ConnectionLimits`, docs/design.md §10): deadlines for the
+  TLS handshake and the request head, for the body, and for a response nobody reads, and a cap
+  on a worker's connections. uvicorn has only an idle keep-alive timeout, which any byte resets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import ssl
 import sys
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
+import uvicorn
+from gunicorn.arbiter import Arbiter
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from appliance.errors import ServiceUnavailable
+from appliance.worker.asgi_http import Receive, Scope, Send, send_error
 from ratls.server import presented_identity
+
+log = logging.getLogger(__name__)
 
 # RFC 8446 / 5246 protocol versions, as the ASGI TLS extension wants them.
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -38,21 +50,61 @@ class HeadTooLarge(Exception):
     """The request line and headers exceed MAX_HEAD_BYTES or MAX_HEADER_FIELDS."""
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client can hold of a worker (the settings of the same names, docs/design.md §10).
+
+    head_timeout: seconds from the TCP accept (the TLS handshake counts) to the end of the first
+    request head; on a kept-alive connection from the first byte of the next request.
+    body_timeout: seconds from the end of a head to the end of its body.
+    send_timeout: seconds a response may wait on a client that reads none of it.
+    max_connections: connections per worker; a connection beyond them is answered 503.
+    """
+
+    head_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_connections: int
+
+
+class LimitedApplication(Protocol):
+    """The gunicorn application that runs this worker, as the worker reads it (ApiServer)."""
+
+    connection_limits: ConnectionLimits
+
+
 class RatlsHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the connection's TLS in `scope["extensions"]` (and its
     writes coalesced per loop turn, see `_CoalescingTransport`).
 
     `extensions["tls"]` has the ASGI TLS extension's shape; `extensions["ratls"]["ssl_object"]` is
     the `ssl.SSLObject` itself, from which the app reads the presented RA-TLS identity. A request
-    head over MAX_HEAD_BYTES or MAX_HEADER_FIELDS is refused (400, connection closed).
+    head over MAX_HEAD_BYTES or MAX_HEADER_FIELDS is refused (400, connection closed). The
+    deadlines of `limits` drop the connection (an abort: a client that does not read would hold
+    a graceful close too); a connection over `limits.max_connections` gets 503 for its request.
     """
 
     _extensions: dict[str, Any] | None = None
     _head_bytes = 0
 
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        # Made on the TCP accept, before the TLS handshake (asyncio and uvloop alike).
+        self._accepted = self.loop.time()
+        self._read_deadline: asyncio.TimerHandle | None = None  # the head's or the body's
+        self._send_deadline: asyncio.TimerHandle | None = None
+        self._in_head = False  # from a request's first byte to the end of its head
+        self._in_body = False  # from the end of a head to the end of its body
+        self._message_completed = False  # a request ended within the bytes just parsed
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = _CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+        self._read_deadline = self.loop.call_at(self._accepted + self._limits.head_timeout,
+                                                self._expire, "request head")
+        if len(self.connections) > self._limits.max_connections:
+            self.app = functools.partial(_over_capacity, self._limits.max_connections)
         # The handshake is over when the protocol gets the transport: the identity is final.
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -68,11 +120,74 @@ class RatlsHttpToolsProtocol(HttpToolsProtocol):
                 "ratls": {"ssl_object": ssl_object},
             }
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_deadline()
+        self._cancel_send_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._message_completed = False
+        super().data_received(data)
+        # A deadline is armed only for what these bytes left incomplete: a request that arrives
+        # whole (the usual case) costs no timer.
+        if self._read_deadline is not None or self.transport.is_closing():
+            return
+        if self._in_body:
+            self._read_deadline = self.loop.call_later(self._limits.body_timeout, self._expire,
+                                                       "request body")
+        elif self._in_head or not self._message_completed:
+            # A partial head, or bytes that began none (blank lines between requests, which
+            # would otherwise reset uvicorn's idle timeout forever).
+            self._read_deadline = self.loop.call_later(self._limits.head_timeout, self._expire,
+                                                       "request head")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()  # builds a fresh self.scope for the request
         self._head_bytes = 0
+        self._in_head = True
         if self._extensions is not None:
             self.scope["extensions"] = dict(self._extensions)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._in_body = True
+        self._cancel_read_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._message_completed = True
+        self._cancel_read_deadline()
+        super().on_message_complete()
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: the client reads nothing (or too slowly).
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self._limits.send_timeout, self._expire,
+                                                       "response send")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_send_deadline()
+
+    def _expire(self, what: str) -> None:
+        self._cancel_read_deadline()
+        self._cancel_send_deadline()
+        log.info("dropping a connection: %s deadline passed", what)
+        # The app sees a disconnect: a request reading its body gets ClientGone, and a stream's
+        # receipt says client_disconnected.
+        self.transport.abort()
+
+    def _cancel_read_deadline(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _cancel_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
 
     # An exception in a parser callback makes httptools raise HttpParserError, which uvicorn
     # answers with a 400 and a closed connection.
@@ -117,6 +232,10 @@ class _CoalescingTransport:
         self._flush()  # like any transport's close(): what was written is sent first
         self._transport.close()
 
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
@@ -138,7 +257,7 @@ class _CoalescingTransport:
 class ApplianceWorker(UvicornWorker):
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "uvloop",
-        "http": RatlsHttpToolsProtocol,
+        "http": RatlsHttpToolsProtocol,  # given its ConnectionLimits in _serve
         "ws": "none",
         "lifespan": "on",
         # No client is trusted to set X-Forwarded-*; and no `server: uvicorn` advertisement.
@@ -165,10 +284,63 @@ class ApplianceWorker(UvicornWorker):
     async def _serve(self) -> None:
         # uvicorn's Server.serve skips load() once the config is loaded, so the context set here
         # is the one its listeners use.
+        limits = _application(self).connection_limits
         self.config.app = self.wsgi
+        self.config.http = functools.partial(RatlsHttpToolsProtocol, limits=limits)
         self.config.load()
         self.config.ssl = self.cfg.ssl_context(self.cfg, _no_file_context)
-        await super()._serve()
+        server = RatlsServer(self.config, handshake_timeout=limits.head_timeout)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+class RatlsServer(uvicorn.Server):
+    """uvicorn's server on gunicorn's sockets, with a deadline on the TLS handshake (uvicorn
+    leaves asyncio's 60 s, during which a client that sends nothing holds a connection)."""
+
+    def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
+        super().__init__(config)
+        self._handshake_timeout = handshake_timeout
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        # uvicorn's startup for the sockets it is given, plus ssl_handshake_timeout.
+        if sockets is None:
+            raise RuntimeError("the API server listens on the sockets gunicorn passes")
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, ssl=config.ssl,
+                                     backlog=config.backlog,
+                                     ssl_handshake_timeout=self._handshake_timeout)
+            for sock in sockets
+        ]
+        self.started = True
+
+
+async def _over_capacity(max_connections: int, scope: Scope, receive: Receive,
+                         send: Send) -> None:
+    """The app of a connection beyond the cap: every request gets 503 and the connection closes."""
+    error = ServiceUnavailable(f"this worker holds its limit of {max_connections} connections; "
+                               "retry shortly", code="over_capacity")
+    await send_error(send, error, [(b"retry-after", b"1"), (b"connection", b"close")])
+
+
+def _application(worker: UvicornWorker) -> LimitedApplication:
+    # gunicorn hands each worker the application object that started it (ApiServer).
+    application: LimitedApplication = worker.app
+    return application
 
 
 def _no_file_context() -> ssl.SSLContext:

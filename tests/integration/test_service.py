@@ -174,6 +174,19 @@ def test_malformed_requests_get_4xx_envelopes(client: VerifyingClient) -> None:
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_deeply_nested_json_is_a_400_envelope_and_no_traceback(
+        client: VerifyingClient, service: Service) -> None:
+    bodies = [b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000]
+    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models/load"):
+        for body in bodies:
+            response = client.http.post(path, content=body, headers={
+                "Content-Type": "application/json", **service.auth()})
+            assert response.status_code == 400, (path, response.text)
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    log = service.log()
+    assert "Traceback" not in log and "unhandled error" not in log
+
+
 def test_refused_loads_change_nothing(client: VerifyingClient, service: Service, images) -> None:
     cases = [
         ({"model": "absent"}, 404, "model_not_found"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -170,9 +171,10 @@ async def test_stale_kept_alive_connection_is_replaced_transparently(serve) -> N
     assert server.connections == 2
 
 
-async def test_engine_gone_on_the_retry_too_is_an_upstream_error(serve) -> None:
-    # The engine dies after one answer: the kept-alive connection and the fresh one both close
-    # without answering (a killed engine). A clean UpstreamError (502), never an internal error.
+async def test_a_request_the_engine_read_is_never_sent_again(serve) -> None:
+    # The engine reads the second request on the kept-alive connection, then closes it without a
+    # byte (it crashed, or was killed, mid-request). It may have started generating: sending the
+    # request again could run it twice. A clean UpstreamError (502), once.
     answered = []
 
     def script(conn: socket.socket, req: bytes) -> None:
@@ -184,9 +186,39 @@ async def test_engine_gone_on_the_retry_too_is_an_upstream_error(serve) -> None:
 
     server, client = serve(script)
     assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
-    with pytest.raises(UpstreamError, match="closed a new connection without answering"):
-        await client.request("POST", "/x", b"{}")
+    with pytest.raises(UpstreamError, match="closed the connection without answering"):
+        await client.request("POST", "/x", b'{"n": 2}')
+    assert server.requests[1:] == [server.requests[1]] and server.requests[1].endswith(b'{"n": 2}')
+    assert server.connections == 1
+
+
+async def test_a_request_the_idle_connection_refused_is_sent_on_a_new_one(serve) -> None:
+    # The engine resets the kept-alive connection after answering; the loop is kept from seeing it
+    # (blocked), so the next request is written to the dead socket, which refuses its first byte:
+    # nothing reached the engine, and the request goes out once on a new connection.
+    def script(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(json_response(b"{}", b"connection: keep-alive\r\n"))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raise OSError("reset")  # closing with a zero linger sends RST
+
+    server, client = serve(script)
+    assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
+    time.sleep(0.2)  # the RST arrives while the loop is blocked
+    assert await (await client.request("POST", "/x", b'{"n": 2}')).read() == b"{}"
+    assert len(server.requests) == 2 and server.requests[1].endswith(b'{"n": 2}')
     assert server.connections == 2
+
+
+async def test_a_connection_idle_past_the_expiry_is_not_reused(serve) -> None:
+    server = ScriptedServer(lambda conn, req: conn.sendall(json_response(b"{}")))
+    try:
+        client = EngineClient(EngineEndpoint("127.0.0.1", server.port, keepalive_expiry=0.2))
+        for pause in (0, 0.05, 0.3):
+            await asyncio.sleep(pause)
+            assert await (await client.request("POST", "/x", b"{}")).read() == b"{}"
+        assert server.connections == 2  # reused after 0.05 s, not after 0.3 s
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("reply, match", [

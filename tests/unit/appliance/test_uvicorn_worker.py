@@ -4,11 +4,13 @@ loopback: each request's scope carries the TLS of its own connection, across an 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +18,14 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.worker.uvicorn_worker import MAX_HEAD_BYTES, MAX_HEADER_FIELDS, ApplianceWorker
+from appliance.worker.uvicorn_worker import (
+    MAX_HEAD_BYTES,
+    MAX_HEADER_FIELDS,
+    ApplianceWorker,
+    ConnectionLimits,
+    RatlsHttpToolsProtocol,
+    RatlsServer,
+)
 from ratls.issuer import IdentityIssuer
 from ratls.server import RotatingServerContext, presented_identity
 
@@ -40,14 +49,19 @@ async def echo_tls(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+LIMITS = ConnectionLimits(head_timeout=1.0, body_timeout=1.0, send_timeout=1.0,
+                          max_connections=100)
+
+
 @pytest.fixture
 def server(issuer: IdentityIssuer) -> Iterator[int]:
+    protocol = functools.partial(RatlsHttpToolsProtocol, limits=LIMITS)
     config = uvicorn.Config(echo_tls, log_config=None,
-                            **ApplianceWorker.CONFIG_KWARGS | {"lifespan": "off"})
+                            **ApplianceWorker.CONFIG_KWARGS | {"lifespan": "off", "http": protocol})
     config.load()
     config.ssl = RotatingServerContext(issuer).context()
     listener = socket.create_server(("127.0.0.1", 0))
-    instance = uvicorn.Server(config)
+    instance = RatlsServer(config, handshake_timeout=LIMITS.head_timeout)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
@@ -130,4 +144,41 @@ def test_a_head_within_the_bounds_is_served(server: int) -> None:
     connection.tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     answer = connection.tls.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 ")
+    connection.close()
+
+
+def closed_within(connection: Connection, seconds: float) -> float:
+    started = time.monotonic()
+    connection.tls.settimeout(seconds)
+    try:
+        while connection.tls.recv(65536):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    except TimeoutError:
+        raise AssertionError(f"still open after {seconds} s") from None
+    return time.monotonic() - started
+
+
+def test_blank_lines_between_requests_do_not_hold_a_connection(server: int) -> None:
+    # A byte resets uvicorn's keep-alive timeout; the head deadline is not reset by blank lines.
+    connection = Connection(server)
+    assert connection.get()["generation"] >= 1
+    started = time.monotonic()
+    try:
+        for _ in range(10):
+            connection.tls.sendall(b"\r\n")
+            time.sleep(0.3)
+    except OSError:
+        pass
+    closed_within(connection, 1.0)
+    assert time.monotonic() - started < LIMITS.head_timeout + 1.5
+
+
+def test_a_whole_request_arms_no_deadline_that_outlives_it(server: int) -> None:
+    # Requests on a kept-alive connection, spread past the head deadline: each arrives whole.
+    connection = Connection(server)
+    for _ in range(3):
+        assert connection.get()["tls_version"] in (0x0303, 0x0304)
+        time.sleep(LIMITS.head_timeout * 0.7)
     connection.close()

@@ -381,3 +381,64 @@ def test_the_wsgi_environ_of_a_request() -> None:
     assert environ["HTTP_AUTHORIZATION"] == "Bearer t"
     assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("appliance.test", "8443")
     assert TLS_CONNECTION_ENVIRON not in environ  # no TLS in this scope
+
+
+class _ResumedTls:
+    """The TLS object of a connection that resumed a session (no certificate was presented)."""
+
+    session_reused = True
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/v1/chat/completions"), ("GET", "/healthz"),
+                                          ("GET", "/v1/attestation?nonce=ab")])
+def test_a_resumed_tls_session_gets_421_and_the_connection_is_closed(
+        client, method: str, path: str) -> None:
+    sent, _ = client.exchange(path.split("?")[0], json.dumps(CHAT).encode(), method=method,
+                              extensions={"ratls": {"ssl_object": _ResumedTls()}})
+    start, body = sent
+    assert start["status"] == 421
+    assert (b"connection", b"close") in start["headers"]
+    error = json.loads(body["body"])["error"]
+    assert error["code"] == "tls_session_resumed" and error["type"] == "invalid_request_error"
+
+
+DEEP_BODIES = {"arrays": b"[" * 1000 + b"]" * 1000,
+               "objects": b'{"a":' * 1000 + b"1" + b"}" * 1000,
+               "inside": b'{"model": "tiny", "messages": ' + b"[" * 3000 + b"]" * 3000 + b"}"}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/models/load"])
+@pytest.mark.parametrize("body", DEEP_BODIES.values(), ids=DEEP_BODIES.keys())
+def test_deeply_nested_json_is_a_400_envelope_without_a_traceback(
+        client, path: str, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    response = client.post(path, content=body,
+                           headers=JSON | {"Authorization": f"Bearer {LOAD_TOKEN}"})
+    assert response.status_code == 400, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("body, fields", [
+    # Over the size parsed on the loop: checked by the off-loop scan, same answers.
+    (json.dumps(CHAT | {"padding": "x" * 20000, "stream": True}).encode(), 200),
+    (json.dumps({"padding": "x" * 20000, "model": "other"}).encode(), 404),
+    (json.dumps({"padding": "x" * 20000, "model": MODEL, "stream": "yes"}).encode(), 400),
+    (b'{"model": "tiny", "padding": "' + b"x" * 20000 + b'"', 400),
+])
+def test_large_bodies_get_the_same_routing_checks(client, body: bytes, fields: int) -> None:
+    response = client.post("/v1/chat/completions", content=body, headers=JSON)
+    assert response.status_code == fields, response.text
+
+
+def test_attestation_is_rate_limited_per_worker(supervisor_double: SupervisorDouble) -> None:
+    limited = supervisor_double.settings.model_copy(
+        update={"attestation_rate": 0.2, "attestation_burst": 2})
+    with worker_client(limited) as client:
+        answers = [client.get("/v1/attestation?nonce=" + "ab" * 16) for _ in range(3)]
+        # A refused nonce costs no token: it never reaches the supervisor.
+        assert client.get("/v1/attestation?nonce=zz").status_code == 400
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    refused = answers[2]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+    assert 1 <= int(refused.headers["Retry-After"]) <= 5
