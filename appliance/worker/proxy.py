@@ -111,7 +111,7 @@ class InferenceProxy:
         watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
         watcher.add_done_callback(lambda done: done.cancelled() or request.cancel())
         try:
-            await self._exchange(route, body, model, identity, send, started)
+            await self._exchange(route, body, model, identity, send, started, watcher.done)
         except asyncio.CancelledError:
             if watcher.cancelled() or not watcher.done():
                 raise  # cancelled by the server (a stop), not by the client's disconnect
@@ -120,7 +120,7 @@ class InferenceProxy:
             watcher.cancel()
 
     async def _exchange(self, route: str, body: bytes, model: str, identity: Identity, send: Send,
-                        started: float) -> None:
+                        started: float, client_gone: Callable[[], bool]) -> None:
         receipt_id = uuid.uuid4().hex
         request_sha256 = hashlib.sha256(body).hexdigest()
         upstream = await self._engine.request("POST", route, body)
@@ -136,7 +136,7 @@ class InferenceProxy:
             self._metrics.count_request(route, upstream.status, time.perf_counter() - started)
             await send({"type": "http.response.start", "status": upstream.status,
                         "headers": headers})
-            await self._relay(route, upstream, facts, identity, send)
+            await self._relay(route, upstream, facts, identity, send, client_gone)
             return
         try:
             payload = await upstream.read()
@@ -152,9 +152,13 @@ class InferenceProxy:
         await send_response(send, upstream.status, headers, payload)
 
     async def _relay(self, route: str, upstream: EngineResponse, facts: _ExchangeFacts,
-                     identity: Identity, send: Send) -> None:
+                     identity: Identity, send: Send, client_gone: Callable[[], bool]) -> None:
         """Relays the stream event by event. The response has started: nothing is raised but a
-        cancellation (the client went: the outcome stays "client_disconnected")."""
+        cancellation (the client went: the outcome stays "client_disconnected").
+
+        A stream whose final event (`data: [DONE]`) was handed over while the client was still
+        there is complete, even if the client then closes before the engine ends its body: the
+        stock openai SDK stops reading at [DONE] and closes."""
         metrics = self._metrics
         metrics.streams_started.labels(route=route).inc()
         hasher = hashlib.sha256()
@@ -170,6 +174,13 @@ class InferenceProxy:
                 hasher.update(chunk)
                 events += chunk.count(b"\n\n")
                 tail.append(chunk)
+                # Cheap test first: the final event ends in "]" (then blank lines).
+                if (
+                    chunk.rstrip(b"\r\n").endswith(b"]")
+                    and not client_gone()
+                    and _ends_with_final_event(tail)
+                ):
+                    outcome = "complete"
             await send({"type": "http.response.body", "body": b""})
             outcome = "complete"
         except Exception as error:
@@ -192,6 +203,14 @@ class InferenceProxy:
             except Exception:
                 # The stream went out already; its X-Receipt-Id will answer 404.
                 log.exception("no receipt for stream %s", facts["receipt_id"])
+
+
+_FINAL_EVENT = b"data: [DONE]"
+
+
+def _ends_with_final_event(tail: deque[bytes]) -> bool:
+    """The stream so far ends with OpenAI's terminating event (split across chunks or not)."""
+    return b"".join(tail).rstrip(b"\r\n").endswith(_FINAL_EVENT)
 
 
 async def _until_disconnect(receive: Receive) -> None:

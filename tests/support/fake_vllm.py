@@ -42,6 +42,7 @@ Fault injection, through the environment (seconds may be fractional):
     FAKE_VLLM_STREAM_DELAY=S         wait S seconds between SSE events
     FAKE_VLLM_ABORT_STREAM_AFTER=K   drop the connection after K SSE events (no [DONE], no final
                                      chunk)
+    FAKE_VLLM_END_DELAY=S            wait S seconds after `data: [DONE]` before ending the body
     FAKE_VLLM_IGNORE_SIGTERM=1       ignore SIGTERM (the loader must escalate to SIGKILL)
     FAKE_VLLM_STOP_DELAY=S           on SIGTERM, take S seconds to shut down
     FAKE_VLLM_CHILD=1                start a helper child in the same process group, like vLLM's
@@ -111,6 +112,7 @@ class Faults:
     response_delay: float
     stream_delay: float
     abort_stream_after: int | None
+    end_delay: float
     ignore_sigterm: bool
     stop_delay: float
     child: bool
@@ -149,6 +151,7 @@ class Faults:
             response_delay=number("RESPONSE_DELAY", float, 0.0),
             stream_delay=number("STREAM_DELAY", float, 0.0),
             abort_stream_after=number("ABORT_STREAM_AFTER", int, None),
+            end_delay=number("END_DELAY", float, 0.0),
             ignore_sigterm=flag("IGNORE_SIGTERM"),
             stop_delay=number("STOP_DELAY", float, 0.0),
             child=flag("CHILD"),
@@ -453,6 +456,7 @@ class Handler(BaseHTTPRequestHandler):
                 log(f"client disconnected mid-stream after {sent} events")
                 self.close_connection = True
                 return
+        time.sleep(faults.end_delay)  # vLLM ends its body a moment after [DONE]
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
