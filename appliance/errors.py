@@ -38,6 +38,14 @@ class ApiError(ApplianceError):
         return json.dumps(self.envelope()).encode()
 
     @classmethod
+    def for_status(cls, status: int, message: str, *, code: str | None = None) -> ApiError:
+        """The error class of `status` (its OpenAI type), keeping `status` even when no class
+        has it."""
+        error = _BY_STATUS.get(status, ApiError)(message, code=code)
+        error.status = status
+        return error
+
+    @classmethod
     def from_envelope(cls, status: int, document: dict[str, Any]) -> ApiError:
         """Rebuilds an error that crossed the control channel (same status, type and code)."""
         detail = document.get("error") if isinstance(document, dict) else None

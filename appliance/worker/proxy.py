@@ -142,6 +142,12 @@ class InferenceProxy:
             payload = await upstream.read()
         finally:
             upstream.close()
+        if upstream.status >= 400:
+            enveloped = engine_error_envelope(upstream.status, payload)
+            if enveloped is not None:
+                payload = enveloped
+                headers = [(k, v) for k, v in headers if k != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
         # The receipt is signed and stored on the event loop, which it holds for ~250 us of CPU
         # (measured in a worker under bench/proxy.py); a thread for it was not measured.
         self._record(ExchangeRecord(
@@ -203,6 +209,20 @@ class InferenceProxy:
             except Exception:
                 # The stream went out already; its X-Receipt-Id will answer 404.
                 log.exception("no receipt for stream %s", facts["receipt_id"])
+
+
+def engine_error_envelope(status: int, payload: bytes) -> bytes | None:
+    """The OpenAI envelope for an engine error that is not in it (FastAPI's `{"detail": ...}`
+    for an unknown route, say), with the same status; None when the payload is an envelope."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("error"), dict):
+        return None
+    detail = document.get("detail") if isinstance(document, dict) else None
+    message = f"the engine answered {status}" + (f": {detail}" if isinstance(detail, str) else "")
+    return ApiError.for_status(status, message, code="engine_error").body()
 
 
 _FINAL_EVENT = b"data: [DONE]"

@@ -43,6 +43,8 @@ Fault injection, through the environment (seconds may be fractional):
     FAKE_VLLM_ABORT_STREAM_AFTER=K   drop the connection after K SSE events (no [DONE], no final
                                      chunk)
     FAKE_VLLM_END_DELAY=S            wait S seconds after `data: [DONE]` before ending the body
+    FAKE_VLLM_POOLING=1              serve as a pooling model: only /v1/embeddings, FastAPI's 404
+                                     `{"detail": "Not Found"}` for the generation routes
     FAKE_VLLM_IGNORE_SIGTERM=1       ignore SIGTERM (the loader must escalate to SIGKILL)
     FAKE_VLLM_STOP_DELAY=S           on SIGTERM, take S seconds to shut down
     FAKE_VLLM_CHILD=1                start a helper child in the same process group, like vLLM's
@@ -113,6 +115,7 @@ class Faults:
     stream_delay: float
     abort_stream_after: int | None
     end_delay: float
+    pooling: bool
     ignore_sigterm: bool
     stop_delay: float
     child: bool
@@ -152,6 +155,7 @@ class Faults:
             stream_delay=number("STREAM_DELAY", float, 0.0),
             abort_stream_after=number("ABORT_STREAM_AFTER", int, None),
             end_delay=number("END_DELAY", float, 0.0),
+            pooling=flag("POOLING"),
             ignore_sigterm=flag("IGNORE_SIGTERM"),
             stop_delay=number("STOP_DELAY", float, 0.0),
             child=flag("CHILD"),
@@ -486,7 +490,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         route = ROUTES.get(self.path)
+        if self.engine.faults.pooling and self.path != "/v1/embeddings":
+            route = None  # a pooling model's vLLM registers no generation routes
         if route is None:
+            self.close_connection = True  # its body is not read: the connection cannot go on
             self.send_json(HTTPStatus.NOT_FOUND, {"detail": "Not Found"})
             return
         try:

@@ -7,6 +7,7 @@ receipts and error envelopes are checked in process with httpx's ASGI transport.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -144,6 +145,23 @@ def test_embeddings_and_engine_errors_pass_through(client) -> None:
     assert bad.status_code == 400 and "error" in bad.json()
     bad_receipt = receipt_of(client, bad)
     assert (bad_receipt["status"], bad_receipt["outcome"]) == (400, "complete")
+
+
+@pytest.mark.parametrize("fake_engine", [{"pooling": 1}], indirect=True)
+def test_an_engine_answer_outside_the_envelope_is_wrapped_in_it(client) -> None:
+    # vLLM serving an embedding model has no chat route: FastAPI's {"detail": "Not Found"}.
+    response = client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {
+        "message": "the engine answered 404: Not Found", "type": "not_found_error",
+        "param": None, "code": "engine_error",
+    }}
+    receipt = receipt_of(client, response)  # the receipt covers the bytes the client got
+    assert receipt["status"] == 404
+    assert receipt["response_sha256"] == hashlib.sha256(response.content).hexdigest()
+    embedded = client.post("/v1/embeddings", json={"model": MODEL, "input": ["a"]})
+    assert embedded.status_code == 200, embedded.text
 
 
 @pytest.mark.parametrize("body, status, code", [
