@@ -5,7 +5,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc systemd)
+# python3 (/usr/bin), util-linux (setpriv) and passwd (useradd): the engine-isolation tests run
+# a fake engine as another user with the system Python.
+apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc systemd python3 util-linux passwd)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
