@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
 from attest.collateral_documents import TcbStatus
-from attest.errors import PolicyError, PolicyFormatError
+from attest.errors import AttestError, PolicyError, PolicyFormatError
 from attest.quote import REPORT_DATA_SIZE, TD_ATTRIBUTE_SEPT_VE_DISABLE, TdReport
 from attest.verify import VerifiedQuote
 
@@ -49,6 +49,8 @@ TD_ATTRIBUTES_KNOWN = (
     | 1 << 62  # TPA
     | 1 << 63  # PERFMON
 )
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MEASUREMENT_SIZE = 48
 XFAM_SIZE = 8
@@ -184,21 +186,7 @@ class Policy(BaseModel):
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "policy") -> Policy:
         """Validate a mapping (parsed TOML or JSON); errors name the field."""
-        if not isinstance(data, dict):
-            raise PolicyFormatError(
-                f"{source}: a policy is a table/object",
-                check=source,
-                expected="object",
-                actual=type(data).__name__,
-            )
-        try:
-            return cls.model_validate(data)
-        except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or source
-            raise PolicyFormatError(
-                f"{source}: {field}: {first['msg']}", check=field, actual=_short(first.get("input"))
-            ) from None
+        return validate_mapping(cls, data, source=source, error=PolicyFormatError)
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "policy") -> Policy:
@@ -221,6 +209,28 @@ class Policy(BaseModel):
     def with_report_data(self, report_data: bytes) -> Policy:
         """This policy, also requiring REPORTDATA to equal `report_data` (64 bytes)."""
         return self.from_mapping({**self.model_dump(exclude_none=True), "report_data": report_data})
+
+
+def validate_mapping(
+    model: type[ModelT], data: Any, *, source: str, error: type[AttestError]
+) -> ModelT:
+    """`model` validated from a mapping (parsed TOML or JSON); `error` names the first bad field
+    (the policies of the TD and of the GPU read their files alike)."""
+    if not isinstance(data, dict):
+        raise error(
+            f"{source}: a policy is a table/object",
+            check=source,
+            expected="object",
+            actual=type(data).__name__,
+        )
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or source
+        raise error(
+            f"{source}: {field}: {first['msg']}", check=field, actual=_short(first.get("input"))
+        ) from None
 
 
 def load_policy(path: Path) -> Policy:

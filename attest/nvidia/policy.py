@@ -25,13 +25,18 @@ import tomllib
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
-from pydantic import ValidationError as PydanticValidationError
 
 from attest.errors import GpuPolicyError, GpuPolicyFormatError
 from attest.nvidia.collateral import CheckState, GpuCcMode
 from attest.nvidia.report import MAX_BLOCK_INDEX, MIN_BLOCK_INDEX
 from attest.nvidia.verify import VerifiedGpuEvidence
-from attest.policy import CheckOutcome, Measurement, PolicyCheck, PolicyOutcome
+from attest.policy import (
+    CheckOutcome,
+    Measurement,
+    PolicyCheck,
+    PolicyOutcome,
+    validate_mapping,
+)
 
 _DRIVER_VERSION = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6}){1,3}")
 _VBIOS_VERSION = re.compile(r"[0-9a-f]{2}(\.[0-9a-f]{2}){4}")
@@ -83,19 +88,7 @@ class GpuPolicy(BaseModel):
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "gpu policy") -> GpuPolicy:
         """Validate a mapping (parsed TOML or JSON); errors name the field."""
-        if not isinstance(data, dict):
-            raise GpuPolicyFormatError(
-                f"{source}: a policy is a table/object",
-                check=source,
-                expected="object",
-                actual=type(data).__name__,
-            )
-        try:
-            return cls.model_validate(data)
-        except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or source
-            raise GpuPolicyFormatError(f"{source}: {field}: {first['msg']}", check=field) from None
+        return validate_mapping(cls, data, source=source, error=GpuPolicyFormatError)
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "gpu policy") -> GpuPolicy:

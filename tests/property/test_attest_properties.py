@@ -8,6 +8,7 @@ import json
 from attest_vectors import BASE_BUNDLE, QUOTE_NAMES, TRAILING_DATA_QUOTE, bundle_path, quote_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.mutations import mutations_of
 
 from attest import quote as q
 from attest.collateral_load import collateral_from_bundle_json
@@ -35,27 +36,10 @@ def test_random_bytes_raise_only_format_error(raw: bytes) -> None:
     parse_or_format_error(raw)
 
 
-@st.composite
-def mutated_vectors(draw) -> bytes:
-    raw = bytearray(QUOTES[draw(st.sampled_from(QUOTE_NAMES))])
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
-        offset = draw(st.integers(0, len(raw) - 1))
-        if kind == "set":
-            raw[offset] = draw(st.integers(0, 255))
-        elif kind == "insert":
-            raw[offset:offset] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del raw[offset : offset + draw(st.integers(1, 8))]
-        else:
-            del raw[offset:]
-        if not raw:
-            break
-    return bytes(raw)
 
 
 @SETTINGS
-@given(mutated_vectors())
+@given(mutations_of(QUOTES))
 def test_mutated_vectors_raise_only_format_error(raw: bytes) -> None:
     parse_or_format_error(raw)
 

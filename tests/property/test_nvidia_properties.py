@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from nvidia_vectors import HOPPER, NOW, PAIRS, nvidia_root
+from support.mutations import mutations_of
 
 from attest.errors import (
     GpuCertificateError,
@@ -53,33 +54,16 @@ def test_random_bytes_raise_only_format_error(raw: bytes) -> None:
     parse_or_format_error(raw)
 
 
-@st.composite
-def mutated_vectors(draw) -> bytes:
-    raw = bytearray(VECTORS[draw(st.sampled_from(sorted(VECTORS)))])
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
-        offset = draw(st.integers(0, len(raw) - 1))
-        if kind == "set":
-            raw[offset] = draw(st.integers(0, 255))
-        elif kind == "insert":
-            raw[offset:offset] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del raw[offset : offset + draw(st.integers(1, 8))]
-        else:
-            del raw[offset:]
-        if not raw:
-            break
-    return bytes(raw)
 
 
 @SETTINGS
-@given(mutated_vectors())
+@given(mutations_of(VECTORS))
 def test_mutated_vectors_raise_only_format_error(raw: bytes) -> None:
     parse_or_format_error(raw)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_vectors())
+@given(mutations_of(VECTORS))
 def test_mutated_vectors_never_verify(raw: bytes) -> None:
     if raw == HOPPER.raw or raw.rstrip(b"\x00") == HOPPER.raw:
         return  # unchanged, or only zero padding added
