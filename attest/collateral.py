@@ -108,7 +108,7 @@ class CertificateChain:
         data = pem.encode() if isinstance(pem, str) else pem
         try:
             certificates = x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, *X509_PARSE_ERRORS) as exc:
             raise CollateralFormatError(
                 f"{what}: not a PEM certificate chain", check=what, actual=str(exc)
             ) from None

@@ -3,6 +3,7 @@ and a PCK certificate names the CRL that covers it."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -68,3 +69,17 @@ def test_every_single_byte_change_of_a_crl_and_a_certificate_is_typed() -> None:
                 changed[offset] ^= mask
                 with contextlib.suppress(CollateralFormatError):
                     load(bytes(changed))
+
+
+def test_a_chain_with_an_impossible_certificate_version_is_a_format_error() -> None:
+    # Found by the bundle property test: cryptography raises InvalidVersion, not ValueError.
+    quote = parse_quote(quote_bytes("dcapqvl_tdx_quote_v4.bin"))
+    leaf = bytearray(quote.pck_cert_chain[0])
+    version = leaf.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2 (X.509 v3)
+    leaf[version + 4] = 5  # "v6"
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(leaf)) + (
+        b"-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(CollateralFormatError) as err:
+        CertificateChain.from_pem(pem, "pck_crl_issuer_chain")
+    assert err.value.check == "pck_crl_issuer_chain"
