@@ -76,9 +76,13 @@ def test_no_secret_is_in_any_environment_and_the_token_still_works(
     public_work: Path, images
 ) -> None:
     receiver = PushReceiver()
+    # The management token as systemd's LoadCredential= gives it: a file named after the setting.
+    credentials = public_work / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "management_token").write_text(MANAGEMENT_TOKEN)
     service = start_service(
         public_work, *images, load_token=LOAD_TOKEN,
-        env={"APPLIANCE_MANAGEMENT_TOKEN": MANAGEMENT_TOKEN},
+        env={"CREDENTIALS_DIRECTORY": str(credentials)},
         args=["--management-url", receiver.url, "--insecure-management-http"],
     )  # fmt: skip
     try:
@@ -91,7 +95,10 @@ def test_no_secret_is_in_any_environment_and_the_token_still_works(
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             assert LOAD_TOKEN.encode() not in environ, pid
             assert MANAGEMENT_TOKEN.encode() not in environ, pid
-            assert b"CREDENTIALS_DIRECTORY" not in environ, pid
+            if pid != service.process.pid:  # the API server and its workers are not told where
+                assert b"CREDENTIALS_DIRECTORY" not in environ, pid
+        receiver.wait_for(1)  # the supervisor still has the token it no longer shows
+        assert receiver.received[-1][1] == f"Bearer {MANAGEMENT_TOKEN}"
     finally:
         assert service.stop() == 0
 

@@ -446,5 +446,14 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
     assert refused.status_code == 200
     assert refused.get_json()["verified"] is False and refused.get_json()["errors"]
 
+    # A portal whose policy pins nothing refuses, simulated evidence included.
+    from ratls.policy import AppraisalPolicy
+
+    unpinned = PortalConfig(apps={"demo": service.url}, policy=AppraisalPolicy(),
+                            sim_root=service.sim_root)
+    answer = create_portal_app(unpinned, clock=clock).test_client().get("/api/v1/apps/demo/attest")
+    assert answer.get_json()["verified"] is False
+    assert answer.get_json()["errors"][0]["check"] == "measurements_pinned"
+
     missing = portal.get("/api/v1/apps/nope/attest")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "app_not_found"
