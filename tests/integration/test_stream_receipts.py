@@ -35,8 +35,10 @@ def receipt_when_recorded(client: VerifyingClient, receipt_id: str) -> dict:
 def service(tmp_path_factory) -> Iterator[Service]:
     work: Path = tmp_path_factory.mktemp("streams")
     models, roothash, _ = pack_model(work, MODEL, {"config.json": '{"kind": "tiny"}'})
-    # The engine ends its body a second after [DONE]: the client is gone by then.
-    service = start_service(work, models, roothash, engine_env={"FAKE_VLLM_END_DELAY": "1.0"})
+    # Events 50 ms apart (a stream can be cut before its end), and the body ends a second after
+    # [DONE]: a client that stops at [DONE] is gone by then.
+    service = start_service(work, models, roothash, engine_env={
+        "FAKE_VLLM_END_DELAY": "1.0", "FAKE_VLLM_STREAM_DELAY": "0.05"})
     yield service
     assert service.stop() == 0, service.log()[-3000:]
 
