@@ -191,6 +191,10 @@ class EngineStartError(EngineError):
     """The engine could not be started: a missing executable, or its port already in use."""
 
 
+class EngineArgumentConflictError(EngineStartError):
+    """A model's record and the deployment set the same engine flag: nothing is started."""
+
+
 class EngineExitedError(EngineError):
     """The engine process exited, before it was healthy or after it was ready."""
 

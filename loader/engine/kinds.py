@@ -1,7 +1,9 @@
 """Engine kinds: how to start an OpenAI-compatible inference server on a verified model.
 
 The loader only needs a command line, an environment, a loopback port and a health path; an
-`EngineKind` supplies them. `VllmEngine` is the one in use: vLLM on GPUs in production
+`EngineKind` supplies them. The command line takes the model's own arguments, pinned by its
+trusted record, after the deployment's (loader.engine.arguments: a flag set on both sides is
+refused). `VllmEngine` is the one in use: vLLM on GPUs in production
 (`VllmEngine.production`), vLLM's CPU build in development and CI (`VllmEngine.cpu_development`).
 The engine always binds 127.0.0.1: only the appliance's proxy talks to it.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
+from loader.engine.arguments import refuse_conflicts
 from loader.errors import EngineStartError
 
 ENGINE_HOST = "127.0.0.1"
@@ -53,7 +56,11 @@ class EngineKind(Protocol):
     @property
     def health_path(self) -> str: ...
 
-    def command(self, model_path: Path, served_model_name: str) -> tuple[str, ...]: ...
+    def command(
+        self, model_path: Path, served_model_name: str, model_args: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        """The engine's argv; `model_args` are the model's own (EngineStartError on a clash)."""
+        ...
 
     def environment(self) -> Mapping[str, str]:
         """Variables for the engine, on top of PASSTHROUGH_ENV."""
@@ -62,7 +69,8 @@ class EngineKind(Protocol):
 
 @dataclass(frozen=True)
 class VllmEngine:
-    """`vllm serve MODEL --host 127.0.0.1 --port PORT --served-model-name NAME [extra_args]`."""
+    """`vllm serve MODEL --host 127.0.0.1 --port PORT --served-model-name NAME [extra_args]
+    [model_args]`: `extra_args` for every model (the operator's), `model_args` per model."""
 
     vllm_bin: Path  # the `vllm` executable of the engine's own venv
     port: int = 8001
@@ -97,13 +105,17 @@ class VllmEngine:
             {**VLLM_OFFLINE_ENV, **VLLM_CPU_DEVELOPMENT_ENV, **(env or {})},
         )
 
-    def command(self, model_path: Path, served_model_name: str) -> tuple[str, ...]:
-        return (
+    def command(
+        self, model_path: Path, served_model_name: str, model_args: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        fixed = (
             str(self.vllm_bin), "serve", str(model_path),
             "--host", ENGINE_HOST, "--port", str(self.port),
             "--served-model-name", served_model_name,
             *self.extra_args,
         )
+        refuse_conflicts(model_args, fixed)
+        return (*fixed, *model_args)
 
     def environment(self) -> Mapping[str, str]:
         return self.env

@@ -3,7 +3,8 @@
 Deterministic end to end: the image is built reproducibly, and the salt and the superblock UUID
 are derived from the image bytes, so packing the same directory twice gives the same three files
 and the same root hash. Files are written under temporary names and renamed into place, the
-record last: a model becomes loadable only once all of it is complete.
+record last: a model becomes loadable only once all of it is complete. Engine settings given to
+the pack are pinned in the record (version 2); without any, the record stays version 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from uuid import UUID
 
 from loader.errors import ImageError
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, ModelEngineSettings
 from loader.images.fsimage import FILESYSTEMS, build_image, check_tree
 from loader.images.model_image import (
     HASH_SUFFIX,
@@ -62,6 +64,7 @@ def pack_model(
     roothash_dir: Path,
     *,
     filesystem: str = "squashfs",
+    engine: ModelEngineSettings = NO_ENGINE_SETTINGS,
     replace: bool = False,
     workers: int | None = None,
     progress: PackProgress | None = None,
@@ -126,6 +129,7 @@ def pack_model(
             filesystem=filesystem,
             image_size=size,
             hash_size=hash_tmp.stat().st_size,
+            engine=engine,
         )
         record_tmp.write_text(record.to_json())
         # 4. Durable, world-readable, then renamed into place with the record last.

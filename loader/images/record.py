@@ -1,12 +1,13 @@
 """The trusted record `<roothash-dir>/<name>.roothash`: a model's root hash and every parameter.
 
 A root hash alone does not pin the data size or the tree's shape (docs/verity.md §3.8.1), so the
-record pins all of them, plus the sizes of the image and hash files. Format: one JSON object,
-UTF-8, strictly typed, no unknown or duplicate keys, lower-case hex, a version number:
+record pins all of them, plus the sizes of the image and hash files, and (version 2) the model's
+engine settings. Format: one JSON object, UTF-8, strictly typed, no unknown or duplicate keys,
+lower-case hex, a version number:
 
     {
       "format": "appliance-verity-record",
-      "version": 1,
+      "version": 2,
       "name": "tiny-llama",
       "root_hash": "<hex, the digest size of hash_algorithm>",
       "hash_algorithm": "sha256",
@@ -20,29 +21,41 @@ UTF-8, strictly typed, no unknown or duplicate keys, lower-case hex, a version n
       "uuid": "<canonical lower-case UUID of the superblock, or null without one>",
       "filesystem": "squashfs",
       "image_size": 104857600,
-      "hash_size": 937984
+      "hash_size": 937984,
+      "engine": {"max_model_len": 2048, "runner": null, "dtype": "bfloat16",
+                 "args": ["--max-num-seqs=8"]}
     }
 
 `image_size` must equal data_blocks * data_block_size: nothing outside the protected range is ever
-read. `hash_size` is the exact size of the hash file.
+read. `hash_size` is the exact size of the hash file. `engine` (loader.images.engine_settings) is
+optional in version 2 and absent from version 1, which still loads, with vLLM's defaults. A record
+is written as version 1 when it pins no engine setting, so that older loaders still read it.
+
+`record_digest` names the whole record: SHA-256 of its canonical form (`canonical_bytes`: the
+record as parsed, re-serialised as compact JSON with sorted keys). The file's whitespace and key
+order do not change it; any field, engine settings included, does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loader.errors import ModelNameError, RecordError, VerityParamsError
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, EngineDocument, ModelEngineSettings
 from loader.images.names import check_model_name
 from loader.verity.params import VerityParams
 
 RECORD_FORMAT = "appliance-verity-record"
-RECORD_VERSION = 1
+PLAIN_RECORD_VERSION = 1
+ENGINE_RECORD_VERSION = 2  # the first with engine settings
+RECORD_VERSIONS = (PLAIN_RECORD_VERSION, ENGINE_RECORD_VERSION)
 MAX_RECORD_SIZE = 64 * 1024
 FILESYSTEMS = ("squashfs", "erofs")
 _LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
@@ -57,6 +70,7 @@ class TrustedRecord:
     filesystem: str
     image_size: int
     hash_size: int
+    engine: ModelEngineSettings = NO_ENGINE_SETTINGS
 
     def __post_init__(self) -> None:
         _check_consistent(self)
@@ -66,11 +80,30 @@ class TrustedRecord:
         """The model digest used everywhere else: the lower-case hex root hash."""
         return self.root_hash.hex()
 
+    @property
+    def version(self) -> int:
+        return ENGINE_RECORD_VERSION if self.engine.pinned else PLAIN_RECORD_VERSION
+
+    @property
+    def record_digest(self) -> str:
+        """SHA-256 of `canonical_bytes`, lower-case hex: what pins this record, for measurement."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def canonical_bytes(self) -> bytes:
+        """The canonical form: compact JSON, keys sorted, ASCII only."""
+        return json.dumps(
+            self.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
     def to_json(self) -> str:
+        """The record file as `appliance model pack` writes it, for people to review."""
+        return json.dumps(self.to_document(), indent=2) + "\n"
+
+    def to_document(self) -> dict[str, Any]:
         p = self.params
-        document = {
+        document: dict[str, Any] = {
             "format": RECORD_FORMAT,
-            "version": RECORD_VERSION,
+            "version": self.version,
             "name": self.name,
             "root_hash": self.root_hash.hex(),
             "hash_algorithm": p.hash_algorithm,
@@ -86,7 +119,9 @@ class TrustedRecord:
             "image_size": self.image_size,
             "hash_size": self.hash_size,
         }
-        return json.dumps(document, indent=2) + "\n"
+        if self.engine.pinned:
+            document["engine"] = self.engine.to_document()
+        return document
 
 
 class _RecordDocument(BaseModel):
@@ -110,10 +145,12 @@ class _RecordDocument(BaseModel):
     filesystem: Literal["squashfs", "erofs"]
     image_size: int
     hash_size: int
+    engine: EngineDocument = Field(default_factory=EngineDocument)
 
 
 def parse_record(raw: bytes) -> TrustedRecord:
-    """Parse a record; RecordError on anything that is not exactly a valid version-1 record."""
+    """Parse a record; RecordError on anything that is not exactly a valid version-1 or
+    version-2 record."""
     if len(raw) > MAX_RECORD_SIZE:
         raise RecordError(
             "record too large", check="size", expected=f"<= {MAX_RECORD_SIZE}", actual=len(raw)
@@ -129,9 +166,15 @@ def parse_record(raw: bytes) -> TrustedRecord:
     if not isinstance(data, dict):
         raise RecordError("record is not a JSON object", check="json")
     version = data.get("version")
-    if type(version) is int and version != RECORD_VERSION:
+    if type(version) is int and version not in RECORD_VERSIONS:
         raise RecordError(
-            "unsupported record version", check="version", expected=RECORD_VERSION, actual=version
+            "unsupported record version", check="version", expected=RECORD_VERSIONS,
+            actual=version,
+        )
+    if type(version) is int and version == PLAIN_RECORD_VERSION and "engine" in data:
+        raise RecordError(
+            "engine settings need a version-2 record", check="engine",
+            expected=f"version {ENGINE_RECORD_VERSION}", actual=f"version {version}",
         )
     try:
         document = _RecordDocument.model_validate(data)
@@ -139,11 +182,11 @@ def parse_record(raw: bytes) -> TrustedRecord:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "record"
         raise RecordError(f"record field {field}: {first['msg']}", check=field) from None
-    if document.version != RECORD_VERSION:
+    if document.version not in RECORD_VERSIONS:
         raise RecordError(
             "unsupported record version",
             check="version",
-            expected=RECORD_VERSION,
+            expected=RECORD_VERSIONS,
             actual=document.version,
         )
     root_hash = _hex_field("root_hash", document.root_hash)
@@ -178,10 +221,16 @@ def parse_record(raw: bytes) -> TrustedRecord:
         filesystem=document.filesystem,
         image_size=document.image_size,
         hash_size=document.hash_size,
+        engine=document.engine.settings(),
     )
 
 
 def _check_consistent(record: TrustedRecord) -> None:
+    if not isinstance(record.engine, ModelEngineSettings):
+        raise RecordError(
+            "engine settings of the wrong type", check="engine",
+            expected=ModelEngineSettings.__name__, actual=type(record.engine).__name__,
+        )
     try:
         check_model_name(record.name)
     except ModelNameError as error:

@@ -1,4 +1,8 @@
-"""Start an engine on a verified model and wait until it is healthy; stop it without leftovers."""
+"""Start an engine on a verified model and wait until it is healthy; stop it without leftovers.
+
+The engine's command line is built here from the model's path, its served name and the engine
+settings its trusted record pins.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from loader.engine.health import probe_health, wait_until_healthy
 from loader.engine.kinds import EngineKind, engine_environment, require_free_port
 from loader.engine.process_group import EngineProcess
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, ModelEngineSettings
 from loader.lifecycle.steps import OperationContext
 from loader.settings import LoaderSettings
 
@@ -55,17 +60,21 @@ class EngineLauncher:
         self._parent_environment = parent_environment
 
     def start(
-        self, model_path: Path, served_model_name: str, context: OperationContext
+        self, model_path: Path, served_model_name: str, context: OperationContext,
+        engine_settings: ModelEngineSettings = NO_ENGINE_SETTINGS,
     ) -> LaunchedEngine:
         kind, settings = self.kind, self._settings
-        # 1. Nothing may already answer on the engine port: it would pass the health check.
+        # 1. The command line, with the record's settings; a flag the deployment sets too is
+        #    refused here, before anything runs.
+        command = kind.command(model_path, served_model_name, engine_settings.vllm_args())
+        # 2. Nothing may already answer on the engine port: it would pass the health check.
         require_free_port(kind.port)
         context.report(0.0, "starting engine")
-        # 2. Spawn in a new process group, with a clean environment.
+        # 3. Spawn in a new process group, with a clean environment.
         parent = os.environ if self._parent_environment is None else self._parent_environment
         with context.step("engine_start"):
             process = EngineProcess.spawn(
-                kind.command(model_path, served_model_name),
+                command,
                 engine_environment(kind, parent),
                 tail_lines=settings.log_tail_lines,
                 user=settings.engine_user,
@@ -78,7 +87,7 @@ class EngineLauncher:
             share = _HEALTH_SHARE * (1 - math.exp(-waited / expected))
             context.report(_SPAWNED + share, f"waiting for health ({waited:.0f} s)")
 
-        # 3. Wait for health; whatever goes wrong, the whole group goes.
+        # 4. Wait for health; whatever goes wrong, the whole group goes.
         try:
             context.report(_SPAWNED, "engine started, waiting for health")
             with context.step("health_wait"):

@@ -10,7 +10,8 @@ at each step:
     3. compare the expected digest, if the request names one } nothing
     4. stop the engine of the model being replaced, if any
     5. verify the image (progress feeds the status)
-    6. only then spawn the engine, and wait for its health
+    6. only then spawn the engine, with the engine settings the record pins, and wait for its
+       health
     7. hooks.on_ready (RTMR3, certificate)
     8. record the load in the state directory, report ready with the name and digest, and
        watch the engine
@@ -290,7 +291,10 @@ class Lifecycle:
 
     def _serve(self, deployment: _Deployment, ticket: Ticket, context: OperationContext) -> None:
         """Steps 6-8 (and a restart): start the engine, announce it, go ready, watch it."""
-        engine = self._engines.start(deployment.verified.path, deployment.model, context)
+        verified = deployment.verified
+        engine = self._engines.start(
+            verified.path, deployment.model, context, verified.record.engine
+        )
         try:
             context.raise_if_cancelled()
             self._call_hook(self._hooks.on_ready, deployment, ticket, str(ticket.operation))

@@ -6,7 +6,8 @@ I/O:
     ModelSource.check   resolve the name, read the trusted record, compare the expected digest
                         (synchronous: a bad request is refused before anything changes)
     ModelSource.verify  verify the image; returns the verified model to serve
-    EngineStarter.start spawn the engine on the verified model and wait for its health
+    EngineStarter.start spawn the engine on the verified model, with the engine settings its
+                        trusted record pins, and wait for its health
 
 `loader.lifecycle.model_source.VerifiedModels` and `loader.lifecycle.engine_starter.EngineLauncher`
 are the real ones.
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 from loader.errors import OperationCancelledError
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, ModelEngineSettings
+from loader.images.record import TrustedRecord
 from loader.lifecycle.status import LogSource, StatusMachine, Ticket
 
 # Whole bytes: an odd number of digits is malformed, not a digest that fails to match (409).
@@ -58,6 +61,11 @@ class ServableModel(Protocol):
         """The dm-verity root hash, lower-case hex."""
         ...
 
+    @property
+    def record(self) -> TrustedRecord:
+        """The trusted record that vouches for the files, and pins the engine settings."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -89,7 +97,8 @@ class RunningEngine(Protocol):
 
 class EngineStarter(Protocol):
     def start(
-        self, model_path: Path, served_model_name: str, context: OperationContext
+        self, model_path: Path, served_model_name: str, context: OperationContext,
+        engine_settings: ModelEngineSettings = NO_ENGINE_SETTINGS,
     ) -> RunningEngine: ...
 
 

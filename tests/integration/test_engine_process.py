@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from support.engines import fake_engine
 
 from loader.engine.health import probe_health
-from loader.engine.kinds import VllmEngine
+from loader.engine.kinds import VllmEngine, require_free_port
 from loader.engine.process_group import EngineProcess, live_group_members
 from loader.errors import (
     EngineExitedError,
@@ -28,6 +29,7 @@ from loader.errors import (
     EngineStartError,
     OperationCancelledError,
 )
+from loader.images.engine_settings import ModelEngineSettings
 from loader.lifecycle.engine_starter import EngineLauncher
 from loader.lifecycle.status import Operation, StatusMachine
 from loader.lifecycle.steps import OperationContext
@@ -271,3 +273,55 @@ def test_cancel_during_health_wait_stops_the_engine(
         EngineLauncher(engine, settings_for(tmp_path)).start(model_dir, "tiny", context)
     pgid = json.loads(spawn_log.read_text())["pgid"]
     assert live_group_members(pgid) == []
+
+
+# -- the model's engine settings --------------------------------------------------------------
+
+MINILM = ModelEngineSettings(
+    max_model_len=256, runner="pooling", dtype="float32", args=("--max-num-seqs=8",)
+)
+
+
+def served_card(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as answer:
+        return json.loads(answer.read())["data"][0]
+
+
+def test_launch_passes_the_records_engine_settings_last(
+    fake_vllm_bin: Path, tmp_path: Path, model_dir: Path
+) -> None:
+    spawn_log = tmp_path / "spawns.jsonl"
+    engine = replace(fake_engine(fake_vllm_bin, spawn_log=spawn_log),
+                     extra_args=("--max-num-batched-tokens=1024",))
+    _, context = context_for()
+    launched = EngineLauncher(engine, settings_for(tmp_path)).start(
+        model_dir, "minilm", context, MINILM
+    )
+    try:
+        argv = json.loads(spawn_log.read_text())["argv"]
+        assert argv[-5:] == [
+            "--max-num-batched-tokens=1024",  # the deployment's, then the model's
+            "--max-model-len=256", "--runner=pooling", "--dtype=float32", "--max-num-seqs=8",
+        ]
+        card = served_card(engine.port)
+        assert (card["id"], card["max_model_len"]) == ("minilm", 256)
+    finally:
+        launched.stop()
+
+
+def test_flag_set_by_the_record_and_the_deployment_is_refused_before_spawning(
+    fake_vllm_bin: Path, tmp_path: Path, model_dir: Path
+) -> None:
+    spawn_log = tmp_path / "spawns.jsonl"
+    # The issue: SmolLM2's length passed to every model, and MiniLM's record pinning 256.
+    engine = replace(fake_engine(fake_vllm_bin, spawn_log=spawn_log),
+                     extra_args=("--max-model-len=2048",))
+    machine, context = context_for()
+    with pytest.raises(EngineStartError) as raised:
+        EngineLauncher(engine, settings_for(tmp_path)).start(model_dir, "minilm", context, MINILM)
+    assert raised.value.check == "engine arguments"
+    assert "--max-model-len=256" in str(raised.value)
+    assert "--max-model-len=2048" in str(raised.value)
+    assert not spawn_log.exists()
+    assert machine.snapshot().timings == ()
+    require_free_port(engine.port)  # nothing listens

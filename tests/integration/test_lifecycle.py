@@ -13,7 +13,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from loader.errors import (
     DataCorruptionError,
     EngineExitedError,
     EngineHealthTimeoutError,
+    EngineStartError,
     EngineUnhealthyError,
     ExpectedDigestMismatchError,
     LifecycleConflictError,
@@ -36,6 +37,7 @@ from loader.errors import (
     RecordError,
     StateStoreError,
 )
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, ModelEngineSettings
 from loader.images.pack import pack_model
 from loader.lifecycle.last_load import LAST_LOAD_FILE
 from loader.lifecycle.operations import Lifecycle, LifecycleHooks, ModelEvent
@@ -78,11 +80,15 @@ class Harness:
         self.lifecycles.append(lifecycle)
         return lifecycle
 
-    def pack(self, name: str, size: int = 256 * 1024) -> str:
+    def pack(
+        self, name: str, size: int = 256 * 1024, engine: ModelEngineSettings = NO_ENGINE_SETTINGS
+    ) -> str:
         source = Path(tempfile.mkdtemp(dir=self.root, prefix=f"source-{name}-"))
         (source / "config.json").write_text(json.dumps({"model_type": "fake", "name": name}))
         (source / "model.safetensors").write_bytes(os.urandom(size))
-        packed = pack_model(source, name, self.settings.models_dir, self.settings.roothash_dir)
+        packed = pack_model(
+            source, name, self.settings.models_dir, self.settings.roothash_dir, engine=engine
+        )
         return packed.record.digest
 
     def private_copies(self) -> list[Path]:
@@ -221,6 +227,65 @@ def test_loading_another_model_replaces_the_first(harness: Harness) -> None:
     assert served_models(engine.port)[0]["id"] == "small"
     assert ("unloaded", ModelEvent("tiny", first, status.generation, "replace")) in harness.events
     assert len(harness.private_copies()) == 1
+
+
+# -- engine settings from the trusted record ----------------------------------------------------
+
+SMOLLM = ModelEngineSettings(max_model_len=2048, args=("--max-num-seqs=4",))
+MINILM = ModelEngineSettings(max_model_len=256, runner="pooling", args=("--max-num-seqs=8",))
+
+
+def test_each_model_runs_with_the_settings_its_record_pins(harness: Harness) -> None:
+    harness.pack("smollm", engine=SMOLLM)
+    harness.pack("minilm", engine=MINILM)
+    harness.pack("plain")
+    engine = replace(harness.engine(), extra_args=("--seed=7",))  # the operator's, for all
+    lifecycle = harness.lifecycle(engine)
+    served = {}
+    for model in ("smollm", "minilm", "plain"):
+        lifecycle.load(model)
+        lifecycle.wait_for(lambda s, model=model: ready(s) and s.loaded_model == model, WAIT)
+        served[model] = served_models(engine.port)[0]["max_model_len"]
+    # The fake engine's default length is 512, as vLLM's is the model's own.
+    assert served == {"smollm": 2048, "minilm": 256, "plain": 512}
+    tails = [spawn["argv"][spawn["argv"].index("--seed=7"):] for spawn in harness.spawns()]
+    assert tails == [
+        ["--seed=7", "--max-model-len=2048", "--max-num-seqs=4"],
+        ["--seed=7", "--max-model-len=256", "--runner=pooling", "--max-num-seqs=8"],
+        ["--seed=7"],
+    ]
+
+
+def test_a_restart_keeps_the_records_settings(harness: Harness) -> None:
+    harness.pack("minilm", engine=MINILM)
+    engine = harness.engine()
+    lifecycle = harness.lifecycle(engine)
+    lifecycle.load("minilm")
+    lifecycle.wait_for(ready, WAIT)
+    os.kill(harness.spawns()[0]["pid"], signal.SIGKILL)
+    lifecycle.wait_for(lambda s: ready(s) and s.restarts == 1, WAIT)
+    first, again = harness.spawns()
+    assert first["argv"] == again["argv"]
+    assert served_models(engine.port)[0]["max_model_len"] == 256
+
+
+def test_a_flag_pinned_by_the_record_and_the_deployment_fails_the_load(harness: Harness) -> None:
+    harness.pack("minilm", engine=MINILM)
+    harness.pack("plain")
+    # The deployment-wide length of the issue: refused for a model that pins its own.
+    engine = replace(harness.engine(), extra_args=("--max-model-len=2048",))
+    lifecycle = harness.lifecycle(engine)
+    lifecycle.load("minilm")
+    status = lifecycle.wait_for(settled, WAIT)
+    assert status.state is ModelState.ERROR
+    assert status.error_type == EngineStartError.__name__
+    assert "--max-model-len=256" in status.error and "--max-model-len=2048" in status.error
+    assert harness.spawns() == [] and harness.private_copies() == []
+    assert harness.events == []
+    # A model that pins no length still gets the deployment's.
+    lifecycle.load("plain")
+    lifecycle.wait_for(ready, WAIT)
+    assert served_models(engine.port)[0]["max_model_len"] == 2048
 
 
 # -- one operation at a time -------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Model images end to end: pack -> resolve -> record -> verified files, with real tools.
 
 mksquashfs / mkfs.erofs build the image, our code the tree and record, veritysetup checks the
-result independently, and unsquashfs / fsck.erofs extract the verified private copy.
+result independently, and unsquashfs / fsck.erofs extract the verified private copy. Engine
+settings given to the pack (library and `appliance model pack`) land in the record, version 2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from verity_helpers import veritysetup
 
+from appliance.cli import main
 from loader.errors import (
     DataCorruptionError,
     HashTreeCorruptionError,
@@ -24,6 +26,7 @@ from loader.errors import (
     RecordError,
     RootHashMismatchError,
 )
+from loader.images.engine_settings import ModelEngineSettings
 from loader.images.model_image import (
     load_record,
     materialize_verified,
@@ -314,3 +317,96 @@ def test_the_same_digest_gets_the_same_path_and_a_leftover_is_not_reused(
         assert not (second.path.parent / "planted").exists()  # extracted afresh
     finally:
         second.close()
+
+
+# -- engine settings in the record ---------------------------------------------------------------
+
+MINILM = ModelEngineSettings(
+    max_model_len=256, runner="pooling", dtype="float32",
+    args=("--max-num-seqs=8", "--enable-prefix-caching"),
+)
+
+
+def test_pack_pins_engine_settings_in_a_version_2_record(dirs: dict[str, Path]) -> None:
+    make_model_dir(dirs["src"], seed=13)
+    packed = pack_model(dirs["src"], "minilm", dirs["models"], dirs["roots"], engine=MINILM)
+    written = json.loads((dirs["roots"] / "minilm.roothash").read_text())
+    assert written["version"] == 2
+    assert written["engine"] == {
+        "max_model_len": 256, "runner": "pooling", "dtype": "float32",
+        "args": ["--max-num-seqs=8", "--enable-prefix-caching"],
+    }
+    record = load_record(dirs["roots"], "minilm")
+    assert record == packed.record and record.engine == MINILM
+    assert record.record_digest == packed.record.record_digest
+    # The settings change the record, never the image: the same files verify.
+    with materialize_verified(resolve_model_image(dirs["models"], "minilm"), record,
+                              dirs["work"]) as model:
+        assert model.record.engine == MINILM
+
+
+def test_pack_without_settings_writes_version_1(dirs: dict[str, Path]) -> None:
+    make_model_dir(dirs["src"], seed=14)
+    pack_model(dirs["src"], "m", dirs["models"], dirs["roots"])
+    written = json.loads((dirs["roots"] / "m.roothash").read_text())
+    assert written["version"] == 1 and "engine" not in written
+
+
+def test_record_digest_is_reproducible_and_follows_the_settings(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make_model_dir(src, seed=15)
+    first = pack_model(src, "m", tmp_path / "a", tmp_path / "ra", engine=MINILM)
+    again = pack_model(src, "m", tmp_path / "b", tmp_path / "rb", engine=MINILM)
+    other = pack_model(src, "m", tmp_path / "c", tmp_path / "rc",
+                       engine=ModelEngineSettings(max_model_len=512))
+    assert first.record.record_digest == again.record.record_digest
+    assert first.record.digest == other.record.digest  # same image, same root hash
+    assert first.record.record_digest != other.record.record_digest
+
+
+def pack_command(dirs: dict[str, Path], *options: str) -> list[str]:
+    return ["model", "pack", str(dirs["src"]), "--name", "minilm",
+            "--models-dir", str(dirs["models"]), "--roothash-dir", str(dirs["roots"]), *options]
+
+
+def test_cli_pack_writes_the_engine_settings(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_model_dir(dirs["src"], seed=16)
+    status = main(pack_command(
+        dirs, "--max-model-len", "256", "--runner", "pooling", "--dtype", "bfloat16",
+        "--engine-arg=--max-num-seqs=8", "--engine-arg=--no-enable-prefix-caching",
+    ))
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    record = load_record(dirs["roots"], "minilm")
+    assert record.engine == ModelEngineSettings(
+        256, "pooling", "bfloat16", ("--max-num-seqs=8", "--no-enable-prefix-caching")
+    )
+    assert ("engine:   --max-model-len=256 --runner=pooling --dtype=bfloat16 --max-num-seqs=8 "
+            "--no-enable-prefix-caching") in out
+    assert f"version 2, record digest {record.record_digest}" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--engine-arg=--trust-remote-code"], "--trust-remote-code"),
+        (["--engine-arg=--host=0.0.0.0"], "--host"),
+        (["--engine-arg=--max-num-seqs=8", "--engine-arg=--max-num-seqs=9"], "--max-num-seqs"),
+        (["--engine-arg=max-num-seqs=8"], "max-num-seqs=8"),
+        (["--engine-arg=--max-model-len=256"], "--max-model-len"),
+        (["--max-model-len", "0"], "max_model_len"),
+    ],
+    ids=["trust remote code", "host", "duplicate", "without dashes", "field as an arg", "zero"],
+)
+def test_cli_pack_refuses_disallowed_settings_and_writes_nothing(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], options: list[str], named: str
+) -> None:
+    make_model_dir(dirs["src"], seed=17)
+    status = main(pack_command(dirs, *options))
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "engine settings refused, nothing written" in err and named in err
+    assert not dirs["models"].exists() and not dirs["roots"].exists()

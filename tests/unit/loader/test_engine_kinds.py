@@ -1,5 +1,5 @@
 """Engine kinds (loader.engine.kinds): the vLLM command line and environment, built from
-settings."""
+settings, and a model's own arguments next to the deployment's (loader.engine.arguments)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from loader.engine.kinds import (
     engine_environment,
     require_free_port,
 )
-from loader.errors import EngineStartError
+from loader.errors import EngineArgumentConflictError, EngineStartError
 
 VLLM = Path("/opt/engine/bin/vllm")
 
@@ -83,3 +83,65 @@ def test_busy_port_is_refused() -> None:
             require_free_port(port)
         assert raised.value.check == "engine port free"
     require_free_port(port)  # free again once closed
+
+
+# -- a model's arguments (pinned by its record) ------------------------------------------------
+
+MODEL_ARGS = ("--max-model-len=256", "--runner=pooling", "--max-num-seqs=8")
+
+
+def test_model_args_come_last_after_the_deployments() -> None:
+    deployment = ("--max-num-batched-tokens=512",)
+    engine = VllmEngine.cpu_development(VLLM, port=8013, extra_args=deployment)
+    command = engine.command(Path("/m"), "minilm", MODEL_ARGS)
+    assert command[-4:] == ("--max-num-batched-tokens=512", *MODEL_ARGS)
+    assert command[:3] == ("/opt/engine/bin/vllm", "serve", "/m")
+    assert engine.command(Path("/m"), "minilm") == command[:-3]
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        ("--max-model-len=2048",),  # the issue: SmolLM2's length given to every model
+        ("--max-model-len", "2048"),  # value as its own token
+        ("--max_model_len=2048",),  # vLLM reads underscores as dashes
+        ("--max-num-seqs=4",),
+    ],
+    ids=["same flag", "separate value", "underscore spelling", "args flag"],
+)
+def test_a_flag_pinned_by_the_model_and_the_deployment_is_refused(
+    deployment: tuple[str, ...],
+) -> None:
+    engine = VllmEngine.production(VLLM, extra_args=deployment)
+    with pytest.raises(EngineArgumentConflictError) as raised:
+        engine.command(Path("/m"), "minilm", MODEL_ARGS)
+    assert raised.value.check == "engine arguments"
+    assert deployment[0] in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("deployment", "model"),
+    [
+        ("--no-enable-prefix-caching", "--enable-prefix-caching"),
+        ("--enable-prefix-caching", "--no-enable-prefix-caching"),
+        ("--device-memory-utilization=0.5", "--gpu-memory-utilization=0.9"),
+    ],
+    ids=["switch off vs on", "switch on vs off", "alias"],
+)
+def test_other_spellings_of_the_same_flag_conflict(deployment: str, model: str) -> None:
+    engine = VllmEngine.production(VLLM, extra_args=(deployment,))
+    with pytest.raises(EngineArgumentConflictError, match="set it in one place"):
+        engine.command(Path("/m"), "m", (model,))
+
+
+@pytest.mark.parametrize("model", ["--port=9000", "--host=0.0.0.0", "--served-model-name=x"])
+def test_model_args_cannot_set_what_the_loader_sets(model: str) -> None:
+    with pytest.raises(EngineArgumentConflictError) as raised:
+        VllmEngine.production(VLLM).command(Path("/m"), "m", (model,))
+    assert raised.value.check == "engine arguments"
+
+
+@pytest.mark.parametrize("model", ["8", "-q=awq", "", "--", "--=1"])
+def test_model_args_must_each_be_one_flag_token(model: str) -> None:
+    with pytest.raises(EngineStartError, match="one --flag"):
+        VllmEngine.production(VLLM).command(Path("/m"), "m", (model,))

@@ -1,13 +1,19 @@
-"""The trusted record: a valid one parses; every malformation is a RecordError naming the field."""
+"""The trusted record: a valid one parses; every malformation is a RecordError naming the field.
+
+Version 1 (verity parameters only) and version 2 (with the model's engine settings,
+loader.images.engine_settings); the record digest that will be measured.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from uuid import UUID
 
 import pytest
 
 from loader.errors import RecordError
+from loader.images.engine_settings import NO_ENGINE_SETTINGS, ModelEngineSettings
 from loader.images.record import TrustedRecord, parse_record
 from loader.verity import VerityParams
 
@@ -73,7 +79,8 @@ MALFORMED = {
     "missing root": (without("root_hash"), "root_hash"),
     "missing sizes": (without("image_size"), "image_size"),
     "wrong format tag": (changed(format="verity"), "format"),
-    "version 2": (changed(version=2), "version"),
+    "version 3": (changed(version=3), "version"),
+    "version 0": (changed(version=0), "version"),
     "version true": (changed(version=True), "version"),
     "version as string": (changed(version="1"), "version"),
     "bool as int": (changed(data_blocks=True), "data_blocks"),
@@ -130,3 +137,241 @@ def test_constructing_an_inconsistent_record_fails() -> None:
     params = VerityParams(data_blocks=10, uuid=UUID(int=1))
     with pytest.raises(RecordError):
         TrustedRecord("m", bytes(32), params, "squashfs", image_size=10 * 4096 + 1, hash_size=8192)
+
+
+# -- version 2: engine settings ----------------------------------------------------------------
+
+ENGINE = {
+    "max_model_len": 2048,
+    "runner": "pooling",
+    "dtype": "bfloat16",
+    "args": ["--max-num-seqs=8", "--enable-prefix-caching", "--gpu-memory-utilization=0.85"],
+}
+GOOD_V2 = {**GOOD, "version": 2, "engine": ENGINE}
+# `sha256sum` of GOOD_V2 as sorted, compact JSON, computed once: a change of the canonical form
+# changes every measured record digest, so it must be deliberate.
+GOOD_V2_RECORD_DIGEST = "b5547421cd5d157ad30fa21ddfd7475b2b47b3360f83c1e55dfd42befb962fae"
+
+
+def test_version_2_record_pins_the_engine_settings() -> None:
+    record = parse_record(encode(GOOD_V2))
+    assert record.engine == ModelEngineSettings(
+        max_model_len=2048, runner="pooling", dtype="bfloat16",
+        args=("--max-num-seqs=8", "--enable-prefix-caching", "--gpu-memory-utilization=0.85"),
+    )
+    assert record.engine.vllm_args() == (
+        "--max-model-len=2048", "--runner=pooling", "--dtype=bfloat16",
+        "--max-num-seqs=8", "--enable-prefix-caching", "--gpu-memory-utilization=0.85",
+    )
+    assert record.version == 2
+    assert json.loads(record.to_json()) == GOOD_V2
+    assert parse_record(record.to_json().encode()) == record
+
+
+def test_version_1_record_loads_without_engine_settings() -> None:
+    record = parse_record(encode(GOOD))
+    assert record.engine == NO_ENGINE_SETTINGS and record.engine.vllm_args() == ()
+    assert record.version == 1
+
+
+def test_version_2_without_engine_settings_is_the_version_1_record() -> None:
+    plain = parse_record(encode(GOOD))
+    for document in ({**GOOD, "version": 2}, {**GOOD, "version": 2, "engine": {}}):
+        record = parse_record(encode(document))
+        assert record == plain
+        assert record.record_digest == plain.record_digest
+    # Written back as version 1, which every loader reads.
+    assert json.loads(plain.to_json())["version"] == 1
+
+
+def test_partial_engine_settings_leave_the_rest_to_vllm() -> None:
+    record = parse_record(encode({**GOOD, "version": 2, "engine": {"max_model_len": 256}}))
+    assert record.engine.vllm_args() == ("--max-model-len=256",)
+    assert json.loads(record.to_json())["engine"] == {
+        "max_model_len": 256, "runner": None, "dtype": None, "args": [],
+    }
+
+
+def test_switch_can_be_turned_off() -> None:
+    engine = {"args": ["--no-enable-prefix-caching", "--no-enable-chunked-prefill"]}
+    record = parse_record(encode({**GOOD, "version": 2, "engine": engine}))
+    assert record.engine.args == ("--no-enable-prefix-caching", "--no-enable-chunked-prefill")
+
+
+def engine_changed(**fields: object) -> dict:
+    return {**GOOD_V2, "engine": {**ENGINE, **fields}}
+
+
+def engine_without(key: str) -> dict:
+    return {**GOOD_V2, "engine": {k: v for k, v in ENGINE.items() if k != key}}
+
+
+def with_args(*args: object) -> dict:
+    return engine_changed(args=list(args))
+
+
+# (document, the check, a text the message must hold: the flag it refuses)
+MALFORMED_ENGINE = {
+    # structure and types
+    "engine in a version-1 record": ({**GOOD_V2, "version": 1}, "engine", "version-2"),
+    "unknown engine key": (engine_changed(tensor_parallel_size=2), "engine.tensor_parallel_size",
+                           "tensor_parallel_size"),
+    "engine null": ({**GOOD_V2, "engine": None}, "engine", "engine"),
+    "engine as a list": ({**GOOD_V2, "engine": ["--seed=1"]}, "engine", "engine"),
+    "max_model_len as string": (engine_changed(max_model_len="2048"), "engine.max_model_len",
+                                "max_model_len"),
+    "max_model_len as bool": (engine_changed(max_model_len=True), "engine.max_model_len",
+                              "max_model_len"),
+    "max_model_len as float": (engine_changed(max_model_len=2048.0), "engine.max_model_len",
+                               "max_model_len"),
+    "max_model_len zero": (engine_changed(max_model_len=0), "engine.max_model_len",
+                           "max_model_len"),
+    "max_model_len negative": (engine_changed(max_model_len=-1), "engine.max_model_len",
+                               "max_model_len"),
+    "max_model_len huge": (engine_changed(max_model_len=(1 << 24) + 1), "engine.max_model_len",
+                           "max_model_len"),
+    "runner as number": (engine_changed(runner=1), "engine.runner", "runner"),
+    "runner draft": (engine_changed(runner="draft"), "engine.runner", "draft"),
+    "runner auto": (engine_changed(runner="auto"), "engine.runner", "auto"),
+    "dtype alias half": (engine_changed(dtype="half"), "engine.dtype", "half"),
+    "dtype upper case": (engine_changed(dtype="BFLOAT16"), "engine.dtype", "BFLOAT16"),
+    "args as a string": (engine_changed(args="--seed=1"), "engine.args", "args"),
+    "arg as a number": (with_args(8), "engine.args.0", "args"),
+    "args null": (engine_changed(args=None), "engine.args", "args"),
+    # flags that would weaken isolation, or are not on the allow-list
+    "trust remote code": (with_args("--trust-remote-code"), "engine.args", "--trust-remote-code"),
+    "no trust remote code": (with_args("--no-trust-remote-code"), "engine.args",
+                             "--no-trust-remote-code"),
+    "host": (with_args("--host=0.0.0.0"), "engine.args", "--host"),
+    "port": (with_args("--port=80"), "engine.args", "--port"),
+    "api key": (with_args("--api-key=x"), "engine.args", "--api-key"),
+    "served name": (with_args("--served-model-name=other"), "engine.args",
+                    "--served-model-name"),
+    "model": (with_args("--model=/etc"), "engine.args", "--model"),
+    "tokenizer path": (with_args("--tokenizer=/tmp/tok"), "engine.args", "--tokenizer"),
+    "chat template": (with_args("--chat-template=/tmp/t.jinja"), "engine.args",
+                      "--chat-template"),
+    "generation config": (with_args("--generation-config=/tmp"), "engine.args",
+                          "--generation-config"),
+    "config file": (with_args("--config=/tmp/c.yaml"), "engine.args", "--config"),
+    "logs prompts": (with_args("--enable-log-requests"), "engine.args", "--enable-log-requests"),
+    "weak prefix hash": (with_args("--prefix-caching-hash-algo=xxhash"), "engine.args",
+                         "--prefix-caching-hash-algo"),
+    "dotted json flag": (with_args("--compilation-config.level=3"), "engine.args",
+                         "--compilation-config.level"),
+    "underscore spelling": (with_args("--max_num_seqs=8"), "engine.args", "--max_num_seqs"),
+    "abbreviation": (with_args("--max-num=8"), "engine.args", "--max-num"),
+    "alias": (with_args("--device-memory-utilization=0.5"), "engine.args",
+              "--device-memory-utilization"),
+    "upper case flag": (with_args("--SEED=1"), "engine.args", "--SEED"),
+    # one way to pin each setting
+    "max model len as an arg": (with_args("--max-model-len=5"), "engine.args", "--max-model-len"),
+    "runner as an arg": (with_args("--runner=pooling"), "engine.args", "--runner"),
+    "dtype as an arg": (with_args("--dtype=half"), "engine.args", "--dtype"),
+    # duplicates
+    "duplicate flag": (with_args("--seed=1", "--seed=2"), "engine.args", "--seed"),
+    "identical duplicate": (with_args("--seed=1", "--seed=1"), "engine.args", "--seed"),
+    "switch on and off": (with_args("--enable-prefix-caching", "--no-enable-prefix-caching"),
+                          "engine.args", "--enable-prefix-caching"),
+    # not one --flag token
+    "without dashes": (with_args("max-num-seqs=8"), "engine.args", "max-num-seqs=8"),
+    "single dash": (with_args("-q=awq"), "engine.args", "-q=awq"),
+    "separate value": (with_args("--max-num-seqs", "8"), "engine.args", "--max-num-seqs"),
+    "empty": (with_args(""), "engine.args", "--flag"),
+    "bare double dash": (with_args("--"), "engine.args", "--"),
+    "space inside": (with_args("--seed=1 --trust-remote-code"), "engine.args", "--seed"),
+    # values
+    "int zero": (with_args("--max-num-seqs=0"), "engine.args", "--max-num-seqs"),
+    "int negative": (with_args("--max-num-seqs=-1"), "engine.args", "--max-num-seqs"),
+    "int human readable": (with_args("--max-num-batched-tokens=8k"), "engine.args",
+                           "--max-num-batched-tokens"),
+    "int leading zero": (with_args("--seed=08"), "engine.args", "--seed"),
+    "int missing": (with_args("--seed"), "engine.args", "--seed"),
+    "int empty": (with_args("--seed="), "engine.args", "--seed"),
+    "fraction zero": (with_args("--gpu-memory-utilization=0"), "engine.args",
+                      "--gpu-memory-utilization"),
+    "fraction above one": (with_args("--gpu-memory-utilization=1.01"), "engine.args",
+                           "--gpu-memory-utilization"),
+    "fraction nan": (with_args("--gpu-memory-utilization=nan"), "engine.args",
+                     "--gpu-memory-utilization"),
+    "fraction exponent": (with_args("--gpu-memory-utilization=9e-1"), "engine.args",
+                          "--gpu-memory-utilization"),
+    "choice unknown": (with_args("--kv-cache-dtype=fp4"), "engine.args", "--kv-cache-dtype"),
+    "custom tokenizer": (with_args("--tokenizer-mode=custom"), "engine.args", "--tokenizer-mode"),
+    "switch with value": (with_args("--enable-prefix-caching=true"), "engine.args",
+                          "--enable-prefix-caching"),
+    # bounds
+    "too many args": (with_args(*[f"--seed={n}" for n in range(33)]), "engine.args", "33"),
+    "arg too long": (with_args("--seed=" + "1" * 200), "engine.args", "characters"),
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "check", "named"), MALFORMED_ENGINE.values(), ids=MALFORMED_ENGINE.keys()
+)
+def test_malformed_engine_settings(document: dict, check: str, named: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        parse_record(encode(document))
+    assert caught.value.check == check
+    assert named in str(caught.value)
+
+
+def test_engine_settings_are_checked_when_constructed() -> None:
+    with pytest.raises(RecordError, match="--trust-remote-code"):
+        ModelEngineSettings(args=("--trust-remote-code",))
+    with pytest.raises(RecordError) as caught:
+        ModelEngineSettings(max_model_len=0)
+    assert caught.value.check == "engine.max_model_len"
+    params = VerityParams(data_blocks=10, uuid=UUID(int=1))
+    with pytest.raises(RecordError) as caught:
+        TrustedRecord("m", bytes(32), params, "squashfs", image_size=10 * 4096, hash_size=8192,
+                      engine={"max_model_len": 5})  # type: ignore[arg-type]
+    assert caught.value.check == "engine"
+
+
+# -- the record digest -------------------------------------------------------------------------
+
+
+def test_record_digest_is_the_sha256_of_the_canonical_form() -> None:
+    record = parse_record(encode(GOOD_V2))
+    canonical = record.canonical_bytes()
+    assert json.loads(canonical) == GOOD_V2
+    assert canonical == json.dumps(GOOD_V2, sort_keys=True, separators=(",", ":")).encode()
+    assert record.record_digest == hashlib.sha256(canonical).hexdigest() == GOOD_V2_RECORD_DIGEST
+
+
+def test_record_digest_ignores_how_the_file_is_laid_out() -> None:
+    record = parse_record(encode(GOOD_V2))
+    reordered = dict(reversed(list(GOOD_V2.items())))
+    for raw in (
+        record.to_json().encode(),
+        json.dumps(reordered, indent=7).encode(),
+        json.dumps(GOOD_V2, separators=(",", ":")).encode() + b"\n\n",
+    ):
+        assert parse_record(raw).record_digest == record.record_digest
+
+
+ENGINE_CHANGES = {
+    "max_model_len": engine_changed(max_model_len=2049),
+    "max_model_len dropped": engine_without("max_model_len"),
+    "runner": engine_changed(runner="generate"),
+    "runner dropped": engine_without("runner"),
+    "dtype": engine_changed(dtype="float16"),
+    "dtype auto is not unset": engine_changed(dtype="auto"),
+    "dtype dropped": engine_without("dtype"),
+    "arg value": with_args("--max-num-seqs=9", "--enable-prefix-caching",
+                           "--gpu-memory-utilization=0.85"),
+    "switch turned off": with_args("--max-num-seqs=8", "--no-enable-prefix-caching",
+                                   "--gpu-memory-utilization=0.85"),
+    "arg added": with_args(*ENGINE["args"], "--seed=1"),
+    "arg removed": with_args(*ENGINE["args"][:-1]),
+    "args reordered": with_args(*reversed(ENGINE["args"])),
+    "no engine settings": {**GOOD, "version": 2},
+    "root hash": {**GOOD_V2, "root_hash": "50" * 32},
+    "name": {**GOOD_V2, "name": "tiny-llama-2"},
+}
+
+
+@pytest.mark.parametrize("document", ENGINE_CHANGES.values(), ids=ENGINE_CHANGES.keys())
+def test_record_digest_changes_with_any_setting(document: dict) -> None:
+    assert parse_record(encode(document)).record_digest != GOOD_V2_RECORD_DIGEST
