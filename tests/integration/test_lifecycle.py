@@ -24,9 +24,9 @@ from loader.engine.kinds import VllmEngine
 from loader.engine.process_group import live_group_members
 from loader.errors import (
     DataCorruptionError,
+    EngineArgumentConflictError,
     EngineExitedError,
     EngineHealthTimeoutError,
-    EngineStartError,
     EngineUnhealthyError,
     ExpectedDigestMismatchError,
     LifecycleConflictError,
@@ -278,7 +278,7 @@ def test_a_flag_pinned_by_the_record_and_the_deployment_fails_the_load(harness: 
     lifecycle.load("minilm")
     status = lifecycle.wait_for(settled, WAIT)
     assert status.state is ModelState.ERROR
-    assert status.error_type == EngineStartError.__name__
+    assert status.error_type == EngineArgumentConflictError.__name__
     assert "--max-model-len=256" in status.error and "--max-model-len=2048" in status.error
     assert harness.spawns() == [] and harness.private_copies() == []
     assert harness.events == []
