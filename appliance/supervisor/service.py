@@ -392,8 +392,8 @@ def prepare_state_dir(settings: Settings) -> None:
     """The state and run directories, private to the service's user; a clean metrics directory.
 
     With an engine user, the state directory is 0711 and its `work` directory too: the engine
-    may pass through to the verified model files it serves (0444 in 0555 directories, in a
-    directory with a random name) and can list, read or reach nothing else there.
+    may pass through to the verified model files it serves (0444 in 0555 directories) and can
+    list, read or reach nothing else there.
     """
     if settings.tee == "tdx" and settings.engine_user is None and not (
         settings.insecure_shared_engine_user

@@ -239,7 +239,7 @@ def materialize_verified(
         copy.unlink()
         make_read_only(files)
         # Only the read-only model is left: an engine running as its own user may pass through
-        # (the random name is not listed to it; see prepare_state_dir).
+        # to it (the work directory above is not listable to it; see prepare_state_dir).
         private.chmod(0o711)
     except BaseException:
         _remove_tree(private)
