@@ -48,13 +48,23 @@ class BindingError(RatlsError):
 
 
 class ModelDigestError(RatlsError):
-    """The certificate's model digest is absent, malformed for the policy, or not allowlisted."""
+    """The served models fail the policy: no model under an allowlist, a served digest not
+    allowlisted, or a required digest not served.
+
+    `checks` holds every model check that ran (`attest.policy.PolicyCheck`), not only the failed
+    one.
+    """
 
     stage = "validate"
 
+    def __init__(self, message: str, *, checks: tuple[Any, ...] = (), **details: Any) -> None:
+        super().__init__(message, **details)
+        self.checks = checks
+
 
 class ModelMeasurementError(RatlsError):
-    """The RTMR3 event log's last model event does not measure the certificate's model digest."""
+    """The RTMR3 event log does not measure the certificate's models: with one model, its last
+    model event measures another digest; with several, one of them has no model event."""
 
     stage = "verify"
 

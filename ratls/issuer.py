@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -28,11 +29,12 @@ from ratls.profile import (
     SubjectNames,
     build_certificate,
     certificate_report_data,
-    check_model_digest,
+    models_or_digest,
     parse_certificate,
     spki_der,
     truncate_to_minute,
 )
+from ratls.served_models import ServedModel, served_models
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ DEFAULT_RENEW_BEFORE = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class Identity:
-    """One issuance: the key, its certificate (quote and model digest inside), a generation."""
+    """One issuance: the key, its certificate (quote and served models inside), a generation."""
 
     generation: int
     private_key: ec.EllipticCurvePrivateKey = field(repr=False)
@@ -69,7 +71,12 @@ class Identity:
 
     @property
     def model_digest(self) -> bytes | None:
+        """The one served model's digest; None with no model and with several."""
         return self.certificate.model_digest
+
+    @property
+    def models(self) -> tuple[ServedModel, ...]:
+        return self.certificate.models
 
     @property
     def fingerprint(self) -> bytes:
@@ -123,7 +130,7 @@ class IdentityIssuer:
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._lock = threading.Lock()
         self._identity: Identity | None = None
-        self._model_digest: bytes | None = None
+        self._models: tuple[ServedModel, ...] = ()
 
     def current(self) -> Identity:
         """The identity to present now, issuing a new one first if needed."""
@@ -134,12 +141,18 @@ class IdentityIssuer:
                 identity = self._issue_locked(now)
             return identity
 
-    def reissue(self, *, model_digest: bytes | None) -> Identity:
-        """Issue an identity carrying `model_digest` (None: no model). Call on load and unload."""
-        if model_digest is not None:
-            check_model_digest(model_digest)
+    def reissue(
+        self, *, models: Iterable[ServedModel] = (), model_digest: bytes | None = None
+    ) -> Identity:
+        """Issue an identity serving `models` (none: no model). Call on every load and unload.
+
+        `model_digest=` is the one-model form of callers that name no model: the certificate then
+        carries MODEL_DIGEST alone, as before MODEL_DIGESTS (None: no model). Bad input raises
+        CertificateFormatError (or ValueError for both forms at once) and changes nothing.
+        """
+        served = served_models(models_or_digest(models, model_digest))
         with self._lock:
-            self._model_digest = model_digest
+            self._models = served
             return self._issue_locked(self._clock())
 
     def _usable(self, identity: Identity, now: datetime) -> bool:
@@ -148,7 +161,7 @@ class IdentityIssuer:
 
     def _issue_locked(self, now: datetime) -> Identity:
         # 1. notBefore truncated to the minute; 2. REPORTDATA from the SPKI and notBefore;
-        # 3. a quote over it; 4. the certificate that carries quote and model digest.
+        # 3. a quote over it; 4. the certificate that carries the quote and the served models.
         not_before = truncate_to_minute(now)
         spki = spki_der(self._key.public_key())
         report_data = certificate_report_data(spki, not_before)
@@ -176,7 +189,7 @@ class IdentityIssuer:
             self._key,
             names=self._names,
             quote=quote,
-            model_digest=self._model_digest,
+            models=self._models,
             not_before=not_before,
             validity=self._validity,
         )
@@ -189,11 +202,11 @@ class IdentityIssuer:
         )
         self._identity = identity
         log.info(
-            "issued RA-TLS identity generation %d: certificate sha256 %s, model digest %s, "
+            "issued RA-TLS identity generation %d: certificate sha256 %s, models %s, "
             "valid until %s",
             generation,
             identity.fingerprint.hex(),
-            self._model_digest.hex() if self._model_digest else "none",
+            ", ".join(f"{m.name or 'unnamed'} {m.digest.hex()}" for m in self._models) or "none",
             identity.not_after.isoformat(),
         )
         return identity

@@ -1,10 +1,11 @@
 """A pinned appraisal policy from one verified observation (trust on first use), as a file.
 
 `appliance policy init` verifies an appliance (or a quote file) with nothing pinned, then writes
-what it saw: MRTD, RTMR0-2, the TD attribute word and XFAM, optionally the model digest, and an
-`[origin]` table saying that these values were trusted on first use, when and from where. Every
-later connection is then held to them. The file is TOML that `AppraisalPolicy.load` reads; to
-accept an image upgrade, append the new release's values to each list.
+what it saw: MRTD, RTMR0-2, the TD attribute word and XFAM, optionally the digests of the served
+models (as the allowlist), and an `[origin]` table saying that these values were trusted on first
+use, when and from where. Every later connection is then held to them. The file is TOML that
+`AppraisalPolicy.load` reads; to accept an image upgrade, append the new release's values to each
+list.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ratls.policy import (
     MAX_VALIDITY_KEY,
     MODEL_DIGESTS_KEY,
     ORIGIN_KEY,
+    REQUIRED_MODEL_DIGESTS_KEY,
     UNSAFE_UNPINNED_KEY,
     AppraisalPolicy,
     PolicyOrigin,
@@ -37,7 +39,14 @@ def policy_from_result(
     measurements = result.measurements
     if not result.verified or measurements is None:
         raise UnverifiedObservation("the observation was not verified: nothing to pin")
-    if pin_model_digest and result.model_digest is None:
+    # The served digests: `model_digest` for one model (results from before `models` existed
+    # carry only it), `models` for several.
+    served = (
+        [m.digest for m in result.models]
+        if len(result.models) > 1
+        else [result.model_digest] if result.model_digest else []
+    )
+    if pin_model_digest and not served:
         raise UnverifiedObservation("the appliance has no model loaded: no model digest to pin")
     origin = PolicyOrigin(
         method=TRUST_ON_FIRST_USE,
@@ -55,7 +64,7 @@ def policy_from_result(
             "xfam": measurements.xfam,
         },
         origin,
-        result.model_digest if pin_model_digest else None,
+        served if pin_model_digest else None,
     )
 
 
@@ -84,14 +93,14 @@ def policy_from_quote(
 
 
 def _pinning(
-    registers: dict[str, str], origin: PolicyOrigin, model_digest: str | None
+    registers: dict[str, str], origin: PolicyOrigin, model_digests: list[str] | None
 ) -> AppraisalPolicy:
     document: dict[str, object] = {
         **{name: [value] for name, value in registers.items()},
         ORIGIN_KEY: origin.to_document(),
     }
-    if model_digest is not None:
-        document[MODEL_DIGESTS_KEY] = [model_digest]
+    if model_digests is not None:
+        document[MODEL_DIGESTS_KEY] = model_digests
     return AppraisalPolicy.from_document(document, source=origin.source)
 
 
@@ -115,6 +124,9 @@ def render_policy_toml(policy: AppraisalPolicy, *, written_at: datetime) -> str:
     if policy.allowed_model_digests is not None:
         digests = sorted(d.hex() for d in policy.allowed_model_digests)
         lines.append(f"{MODEL_DIGESTS_KEY} = {_toml_value(digests)}")
+    if policy.required_model_digests is not None:
+        required = sorted(d.hex() for d in policy.required_model_digests)
+        lines.append(f"{REQUIRED_MODEL_DIGESTS_KEY} = {_toml_value(required)}")
     lines.append(f"{MAX_VALIDITY_KEY} = {_hours(policy.max_certificate_validity)}")
     lines.append(f"{MAX_AGE_KEY} = {_hours(policy.max_certificate_age)}")
     if policy.unsafe_allow_unpinned:

@@ -1,9 +1,10 @@
-"""The appraisal policy of RA-TLS: `attest`'s TD policy, the model digest allowlist, and the
+"""The appraisal policy of RA-TLS: `attest`'s TD policy, the served models' digests, and the
 bounds on the certificate itself.
 
 A policy file is an `attest` policy file (`.toml` or `.json`) with these more optional keys:
 
     allowed_model_digests = ["<hex dm-verity root hash>", ...]
+    required_model_digests = ["<hex dm-verity root hash>", ...]
     max_certificate_validity_hours = 24   # notAfter - notBefore, at most
     max_certificate_age_hours = 24        # now - notBefore, at most
     unsafe_allow_unpinned = false         # accept a TD whose MRTD/RTMR0-2 this file leaves open
@@ -18,16 +19,22 @@ server (check `measurements_pinned`), unless it says `unsafe_allow_unpinned` (th
 list, so an image upgrade can accept two releases at once. `appliance policy init` writes a
 policy from a verified quote.
 
-Model digest absent: not pinned (results say so). An empty list rejects every server, and a
-certificate without a model digest (no model loaded) never matches a pinned list. Unknown keys
-are errors, as in `attest`.
+The served models (`validate_models`), each key checked on its own:
+* `allowed_model_digests`: every served model's digest must be in the list. Absent: not pinned
+  (results say so). An empty list rejects every server, and a certificate that serves no model
+  never matches a pinned list. Check `model_digest` when the certificate serves at most one
+  model (as before MODEL_DIGESTS), `model_digests` when it serves several.
+* `required_model_digests`: each listed digest must be served (by some model; names are not
+  compared). Absent: no check; an empty list requires nothing. Check `required_model_digests`.
+So a tenant who needs exactly models A and B lists both in each. Unknown keys are errors, as in
+`attest`.
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,15 +43,13 @@ from typing import Any
 from attest.errors import PolicyError, PolicyFormatError
 from attest.policy import CheckOutcome, Policy, PolicyCheck, PolicyOutcome, validate
 from attest.verify import VerifiedQuote
-from ratls.errors import CertificateError
-from ratls.profile import (
-    DEFAULT_VALIDITY,
-    MODEL_DIGEST_MAX_SIZE,
-    MODEL_DIGEST_MIN_SIZE,
-    RatlsCertificate,
-)
+from checks.errors import show
+from ratls.errors import CertificateError, ModelDigestError
+from ratls.profile import DEFAULT_VALIDITY, RatlsCertificate
+from ratls.served_models import MODEL_DIGEST_MAX_SIZE, MODEL_DIGEST_MIN_SIZE, ServedModel
 
 MODEL_DIGESTS_KEY = "allowed_model_digests"
+REQUIRED_MODEL_DIGESTS_KEY = "required_model_digests"
 MAX_VALIDITY_KEY = "max_certificate_validity_hours"
 MAX_AGE_KEY = "max_certificate_age_hours"
 UNSAFE_UNPINNED_KEY = "unsafe_allow_unpinned"
@@ -55,6 +60,10 @@ ORIGIN_KEY = "origin"
 # register (the model), which the model digest check covers.
 REQUIRED_PINS = ("mr_td", "rtmr0", "rtmr1", "rtmr2")
 PINNING_CHECK = "measurements_pinned"
+# The allowlist check keeps its name for certificates with at most one model.
+MODEL_DIGEST_CHECK = "model_digest"
+MODEL_DIGESTS_CHECK = "model_digests"
+REQUIRED_MODELS_CHECK = "required_model_digests"
 
 # The issuer's rotation (ratls.issuer: a new certificate and quote every DEFAULT_VALIDITY): a
 # certificate that claims longer, or whose notBefore is older, was not made by that rotation.
@@ -99,11 +108,12 @@ class PolicyOrigin:
 
 @dataclass(frozen=True)
 class AppraisalPolicy:
-    """What a server must show: `tdx` (measurements, TD attributes, TCB), the model digest, and
-    a certificate within the issuer's rotation."""
+    """What a server must show: `tdx` (measurements, TD attributes, TCB), the served models'
+    digests, and a certificate within the issuer's rotation."""
 
     tdx: Policy = field(default_factory=Policy)
     allowed_model_digests: frozenset[bytes] | None = None
+    required_model_digests: frozenset[bytes] | None = None
     max_certificate_validity: timedelta = DEFAULT_MAX_CERTIFICATE_VALIDITY
     max_certificate_age: timedelta = DEFAULT_MAX_CERTIFICATE_AGE
     unsafe_allow_unpinned: bool = False
@@ -124,6 +134,7 @@ class AppraisalPolicy:
             raise PolicyFormatError(f"{source}: a policy is a table/object", check=source)
         tdx_fields = dict(document)
         digests = tdx_fields.pop(MODEL_DIGESTS_KEY, None)
+        required = tdx_fields.pop(REQUIRED_MODEL_DIGESTS_KEY, None)
         validity = tdx_fields.pop(MAX_VALIDITY_KEY, None)
         age = tdx_fields.pop(MAX_AGE_KEY, None)
         unpinned = tdx_fields.pop(UNSAFE_UNPINNED_KEY, False)
@@ -137,6 +148,9 @@ class AppraisalPolicy:
         return cls(
             tdx=Policy.from_mapping(tdx_fields, source=source),
             allowed_model_digests=None if digests is None else parse_model_digests(digests),
+            required_model_digests=None
+            if required is None
+            else parse_model_digests(required, key=REQUIRED_MODEL_DIGESTS_KEY),
             max_certificate_validity=_hours(
                 validity, MAX_VALIDITY_KEY, DEFAULT_MAX_CERTIFICATE_VALIDITY
             ),
@@ -167,6 +181,9 @@ class AppraisalPolicy:
 
     def with_model_digests(self, digests: Iterable[bytes]) -> AppraisalPolicy:
         return replace(self, allowed_model_digests=frozenset(digests))
+
+    def with_required_model_digests(self, digests: Iterable[bytes]) -> AppraisalPolicy:
+        return replace(self, required_model_digests=frozenset(digests))
 
     def allowing_unpinned_unsafely(self) -> AppraisalPolicy:
         return replace(self, unsafe_allow_unpinned=True)
@@ -221,6 +238,71 @@ class AppraisalPolicy:
         return PolicyOutcome(checks)
 
 
+    def validate_models(self, models: Sequence[ServedModel]) -> tuple[PolicyCheck, ...]:
+        """The served models against the allowlist, then the required digests (module docstring).
+
+        Raises ModelDigestError naming the first failed check (all checks in `.checks`).
+        """
+        served = [m.digest for m in models]
+        shown = show(served) if len(models) > 1 else served[0].hex() if served else "none"
+        checks: list[PolicyCheck] = []
+        refusals: list[str] = []
+
+        # 1. Every served digest allowlisted (and some model served).
+        name = MODEL_DIGEST_CHECK if len(models) <= 1 else MODEL_DIGESTS_CHECK
+        allowed = self.allowed_model_digests
+        if allowed is None:
+            checks.append(PolicyCheck(name, "not pinned", shown, CheckOutcome.NOT_PINNED))
+        else:
+            outside = [m for m in models if m.digest not in allowed]
+            if not models:
+                refusals.append("no model is loaded")
+            elif outside:
+                refusals.append(
+                    "model digest is not in the allowlist"
+                    if len(models) == 1
+                    else "served models are not in the allowlist: " + _names(outside)
+                )
+            checks.append(
+                PolicyCheck(
+                    name,
+                    show(sorted(d.hex() for d in allowed)),
+                    shown,
+                    CheckOutcome.FAILED if not models or outside else CheckOutcome.PASSED,
+                )
+            )
+
+        # 2. Every required digest served.
+        required = self.required_model_digests
+        if required is not None:
+            missing = sorted(d.hex() for d in required - set(served))
+            if missing:
+                refusals.append("required model digests are not served: " + ", ".join(missing))
+            checks.append(
+                PolicyCheck(
+                    REQUIRED_MODELS_CHECK,
+                    show(sorted(d.hex() for d in required)),
+                    shown,
+                    CheckOutcome.FAILED if missing else CheckOutcome.PASSED,
+                )
+            )
+
+        failed = [c for c in checks if c.outcome is CheckOutcome.FAILED]
+        if failed:
+            raise ModelDigestError(
+                refusals[0],
+                check=failed[0].name,
+                expected=failed[0].expected,
+                actual=failed[0].actual,
+                checks=tuple(checks),
+            )
+        return tuple(checks)
+
+
+def _names(models: Iterable[ServedModel]) -> str:
+    return ", ".join(f"{m.name} ({m.digest.hex()})" for m in models)
+
+
 def _hours(value: Any, key: str, default: timedelta) -> timedelta:
     if value is None:
         return default
@@ -234,24 +316,21 @@ def _hours(value: Any, key: str, default: timedelta) -> timedelta:
     return timedelta(hours=value)
 
 
-def parse_model_digests(values: Any) -> frozenset[bytes]:
-    """The allowlist from its file form, a list of hex strings. Raises PolicyFormatError."""
+def parse_model_digests(values: Any, *, key: str = MODEL_DIGESTS_KEY) -> frozenset[bytes]:
+    """A digest list (`key`) from its file form, a list of hex strings. Raises
+    PolicyFormatError."""
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise PolicyFormatError(
-            f"{MODEL_DIGESTS_KEY} must be a list of hex strings", check=MODEL_DIGESTS_KEY
-        )
+        raise PolicyFormatError(f"{key} must be a list of hex strings", check=key)
     digests = set()
     for value in values:
         try:
             digest = bytes.fromhex(value)
         except ValueError:
-            raise PolicyFormatError(
-                f"{MODEL_DIGESTS_KEY} entry is not hex", check=MODEL_DIGESTS_KEY, actual=value
-            ) from None
+            raise PolicyFormatError(f"{key} entry is not hex", check=key, actual=value) from None
         if not MODEL_DIGEST_MIN_SIZE <= len(digest) <= MODEL_DIGEST_MAX_SIZE:
             raise PolicyFormatError(
-                f"{MODEL_DIGESTS_KEY} entry has the wrong length",
-                check=MODEL_DIGESTS_KEY,
+                f"{key} entry has the wrong length",
+                check=key,
                 expected=f"{MODEL_DIGEST_MIN_SIZE}..{MODEL_DIGEST_MAX_SIZE} bytes",
                 actual=f"{len(digest)} bytes",
             )

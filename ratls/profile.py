@@ -7,14 +7,38 @@ Profile v1 (docs/design.md, compatible with the public Privasys client profile):
   certificate alone; validity 24 h by default;
 * SAN: the configured DNS names and IP addresses;
 * extension 1.2.840.113741.1.5.5.1.6 (non-critical): the raw TDX quote;
-* extension 1.3.6.1.4.1.65230.3.5.5 (MODEL_DIGEST, non-critical): the loaded model's dm-verity
-  root hash; absent when no model is loaded.
+* extension 1.3.6.1.4.1.65230.3.5.5 (MODEL_DIGEST, non-critical): the served model's dm-verity
+  root hash, when exactly one model is served; absent otherwise;
+* extension 1.3.6.1.4.1.65230.3.5.6 (MODEL_DIGESTS, non-critical): every served model, named,
+  as DER (`ratls.served_models`); absent when no model is served.
 
-The same root hash is measured into RTMR3 at each load, as an `attest.rtmr` event of type
-MODEL_EVENT_TYPE; an unload re-issues the certificate without the extension and measures nothing.
+The served models and the extensions that carry them:
 
-Both extensions use the **raw bytes as the extnValue contents**: the X.509 extnValue OCTET STRING
-holds the quote (or the root hash) itself, with no inner DER wrapping, as in Privasys' profile.
+    served            MODEL_DIGEST        MODEL_DIGESTS
+    none              absent              absent
+    one, unnamed      its digest          absent           (before MODEL_DIGESTS; `model_digest=`)
+    one, named        its digest          that one entry   (clients that read only MODEL_DIGEST
+                                                            still see the model)
+    2..16, named      absent              every entry
+
+Any other combination is refused: both present but not the same single digest
+(`model_digests.agreement`), or one MODEL_DIGESTS entry without MODEL_DIGEST
+(`model_digest_extension`). So `RatlsCertificate.model_digest` is the model's digest when one
+model is served and None otherwise (none, or several: read `models` then).
+
+Why these OIDs: 1.3.6.1.4.1.65230 is Privasys' enterprise arc, and 3.5.<n> the arc its platform
+leaves to each workload's own extensions; this profile took 3.5.5 for MODEL_DIGEST (read by
+Privasys' client), and MODEL_DIGESTS takes the next number, 3.5.6, so that both model
+extensions sit side by side in the one arc this workload defines (no public source we could
+search gives 3.5.6 another meaning). MODEL_DIGESTS is DER, not raw bytes: a list needs a
+structure, and a new OID keeps MODEL_DIGEST's meaning unchanged for existing readers.
+
+The quote and MODEL_DIGEST use the **raw bytes as the extnValue contents**: the X.509 extnValue
+OCTET STRING holds the quote (or the root hash) itself, with no inner DER wrapping, as in
+Privasys' profile.
+
+Each model load extends RTMR3 with one event of type MODEL_EVENT_TYPE whose data is the model's
+digest; an unload re-issues the certificate without that model and measures nothing.
 
 REPORTDATA (64 bytes):
 * certificate mode: SHA-512( SHA-256(SubjectPublicKeyInfo DER) || notBefore as `YYYY-MM-DDTHH:MMZ` )
@@ -26,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -42,9 +66,17 @@ from ratls.errors import (
     HostnameMismatchError,
     NonceError,
 )
+from ratls.served_models import (
+    ServedModel,
+    check_model_digest,
+    decode_model_digests,
+    encode_model_digests,
+    served_models,
+)
 
 TDX_QUOTE_OID = x509.ObjectIdentifier("1.2.840.113741.1.5.5.1.6")
 MODEL_DIGEST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.65230.3.5.5")
+MODEL_DIGESTS_OID = x509.ObjectIdentifier("1.3.6.1.4.1.65230.3.5.6")
 
 # Each model load extends RTMR3 with one event of this type whose data is the model digest
 # (the same root hash as MODEL_DIGEST); the appliance writes it, nonce-mode verifiers check it.
@@ -56,9 +88,6 @@ DEFAULT_VALIDITY = timedelta(hours=24)
 
 NONCE_MIN_SIZE = 16
 NONCE_MAX_SIZE = 64
-# A dm-verity root hash is one digest of the tree's hash algorithm: 20 (sha1) to 64 (sha512) bytes.
-MODEL_DIGEST_MIN_SIZE = 20
-MODEL_DIGEST_MAX_SIZE = 64
 # Bounds what a verifier reads from an untrusted certificate; real quotes are 5-8 KB.
 MAX_QUOTE_SIZE = 64 * 1024
 
@@ -106,16 +135,6 @@ def check_nonce(nonce: bytes) -> None:
         )
 
 
-def check_model_digest(digest: bytes) -> None:
-    if not MODEL_DIGEST_MIN_SIZE <= len(digest) <= MODEL_DIGEST_MAX_SIZE:
-        raise CertificateFormatError(
-            "model digest length out of range",
-            check="model_digest_length",
-            expected=f"{MODEL_DIGEST_MIN_SIZE}..{MODEL_DIGEST_MAX_SIZE} bytes",
-            actual=f"{len(digest)} bytes",
-        )
-
-
 def normalize_dns_name(name: str) -> str:
     """Lower-case, trailing dot dropped; raises ValueError unless it is an LDH host name."""
     host = name.lower().removesuffix(".")
@@ -157,13 +176,16 @@ def build_certificate(
     *,
     names: SubjectNames,
     quote: bytes | None,
-    model_digest: bytes | None,
+    model_digest: bytes | None = None,
+    models: Iterable[ServedModel] = (),
     not_before: datetime,
     validity: timedelta = DEFAULT_VALIDITY,
 ) -> x509.Certificate:
-    """A self-signed profile-v1 leaf. `quote=None` only exists so tests can build bad evidence."""
+    """A self-signed profile-v1 leaf serving `models` (any order), or the one unnamed model
+    `model_digest`. `quote=None` only exists so tests can build bad evidence."""
     if not isinstance(private_key.curve, ec.SECP256R1):
         raise ValueError(f"profile v1 keys are P-256, not {private_key.curve.name}")
+    served = served_models(models_or_digest(models, model_digest))
     not_before = truncate_to_minute(not_before)
     subject = x509.Name(
         [
@@ -203,12 +225,33 @@ def build_certificate(
         builder = builder.add_extension(
             x509.UnrecognizedExtension(TDX_QUOTE_OID, quote), critical=False
         )
-    if model_digest is not None:
-        check_model_digest(model_digest)
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(MODEL_DIGEST_OID, model_digest), critical=False
-        )
+    for oid, value in _model_extensions(served):
+        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
     return builder.sign(private_key, hashes.SHA256())
+
+
+def models_or_digest(
+    models: Iterable[ServedModel], model_digest: bytes | None
+) -> tuple[ServedModel, ...]:
+    """The served models from either form of the issuing API (not both): the models, or the one
+    unnamed model `model_digest` (None: no model)."""
+    listed = tuple(models)
+    if model_digest is None:
+        return listed
+    if listed:
+        raise ValueError("give the served models or one model digest, not both")
+    return (ServedModel(None, model_digest),)
+
+
+def _model_extensions(served: Sequence[ServedModel]) -> list[tuple[x509.ObjectIdentifier, bytes]]:
+    """MODEL_DIGEST for exactly one model (the form clients that predate MODEL_DIGESTS read),
+    MODEL_DIGESTS for named ones (`served` is canonical: an unnamed model is alone)."""
+    extensions = []
+    if len(served) == 1:
+        extensions.append((MODEL_DIGEST_OID, served[0].digest))
+    if served and served[0].name is not None:
+        extensions.append((MODEL_DIGESTS_OID, encode_model_digests(served)))
+    return extensions
 
 
 @dataclass(frozen=True)
@@ -220,11 +263,19 @@ class RatlsCertificate:
     fingerprint: bytes  # SHA-256 of the DER
     spki: bytes = field(repr=False)
     quote: bytes = field(repr=False)
+    # The one served model's digest (MODEL_DIGEST); None with no model and with several.
     model_digest: bytes | None
     not_before: datetime
     not_after: datetime
     dns_names: tuple[str, ...]
     ip_addresses: tuple[SanIPAddress, ...]
+    # Every served model, sorted by name; one unnamed model for a MODEL_DIGEST-only certificate.
+    models: tuple[ServedModel, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A certificate built by hand with only `model_digest` serves that one, unnamed model.
+        if not self.models and self.model_digest is not None:
+            object.__setattr__(self, "models", (ServedModel(None, self.model_digest),))
 
     @property
     def report_data(self) -> bytes:
@@ -270,9 +321,7 @@ def parse_certificate(der: bytes) -> RatlsCertificate:
             expected=f"1..{MAX_QUOTE_SIZE} bytes",
             actual=f"{len(quote)} bytes",
         )
-    model_digest = _raw_extension(extensions, MODEL_DIGEST_OID, "model_digest_extension")
-    if model_digest is not None:
-        check_model_digest(model_digest)
+    model_digest, models = _served_models(extensions)
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
@@ -290,7 +339,38 @@ def parse_certificate(der: bytes) -> RatlsCertificate:
         not_after=cert.not_valid_after_utc,
         dns_names=dns_names,
         ip_addresses=ip_addresses,
+        models=models,
     )
+
+
+def _served_models(
+    extensions: x509.Extensions,
+) -> tuple[bytes | None, tuple[ServedModel, ...]]:
+    """MODEL_DIGEST and the served models, by the table of the module docstring."""
+    model_digest = _raw_extension(extensions, MODEL_DIGEST_OID, "model_digest_extension")
+    if model_digest is not None:
+        check_model_digest(model_digest)
+    listed = _raw_extension(extensions, MODEL_DIGESTS_OID, "model_digests_extension")
+    if listed is None:
+        unnamed = () if model_digest is None else (ServedModel(None, model_digest),)
+        return model_digest, unnamed
+    models = decode_model_digests(listed)
+    if model_digest is None and len(models) == 1:
+        raise CertificateFormatError(
+            "a certificate serving one model carries MODEL_DIGEST too",
+            check="model_digest_extension",
+            expected=f"{MODEL_DIGEST_OID.dotted_string} present",
+            actual="absent",
+        )
+    if model_digest is not None and (len(models) != 1 or models[0].digest != model_digest):
+        raise CertificateFormatError(
+            "MODEL_DIGEST and MODEL_DIGESTS disagree",
+            check="model_digests.agreement",
+            expected=[m.digest.hex() for m in models] if len(models) == 1
+            else f"no MODEL_DIGEST with {len(models)} models",
+            actual=model_digest,
+        )
+    return model_digest, models
 
 
 def check_certificate(cert: RatlsCertificate, *, now: datetime) -> None:

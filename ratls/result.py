@@ -91,6 +91,14 @@ class Binding(_Model):
     nonce: str | None = None
 
 
+class ServedModelInfo(_Model):
+    """One model the certificate says is served (hex digest); `name` None: the certificate
+    states only the digest (MODEL_DIGEST alone)."""
+
+    name: str | None
+    digest: str
+
+
 class AttestationResult(_Model):
     version: int = RESULT_VERSION
     verified: bool
@@ -103,7 +111,10 @@ class AttestationResult(_Model):
     advisory_ids: list[str] = []
     measurements: Measurements | None = None
     binding: Binding | None = None
+    # The one served model's digest; None with no model and with several (then see `models`).
     model_digest: str | None = None
+    # Every served model, sorted by name.
+    models: list[ServedModelInfo] = []
     certificate: CertificateInfo | None = None
     collateral: dict[str, Any] | None = None
     trust_root_sha256: str | None = None
@@ -135,7 +146,12 @@ class AttestationResult(_Model):
                 f"  binding      {self.binding.mode} mode, "
                 f"{'held' if self.binding.held else 'DID NOT HOLD'}"
             )
-        lines.append(f"  model digest {self.model_digest or 'none (no model loaded)'}")
+        if len(self.models) > 1:
+            lines.append(f"  models       {len(self.models)} served")
+            lines += [f"    {m.name} {m.digest}" for m in self.models]
+        else:
+            named = f" ({self.models[0].name})" if self.models and self.models[0].name else ""
+            lines.append(f"  model digest {self.model_digest or 'none (no model loaded)'}{named}")
         counts = {o: sum(c.outcome == o for c in self.checks) for o in get_args(Outcome)}
         tally = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in counts.items() if n)
         lines.append(f"  checks       {tally}")

@@ -47,6 +47,7 @@ from ratls.result import (
     ErrorInfo,
     Measurements,
     Outcome,
+    ServedModelInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ class RatlsVerifier:
         cert = parse_certificate(certificate_der)
         run.fields["certificate"] = _certificate_info(cert)
         run.fields["model_digest"] = cert.model_digest.hex() if cert.model_digest else None
+        run.fields["models"] = [
+            ServedModelInfo(name=m.name, digest=m.digest.hex()) for m in cert.models
+        ]
         run.passed("certificate_profile", "parse", "RA-TLS profile v1", "RA-TLS profile v1")
         check_certificate(cert, now=now)
         run.passed("certificate_signature", "certificate", "self-signed", "self-signed")
@@ -245,8 +249,8 @@ class RatlsVerifier:
             )
         run.passed("key_binding", "binding", expected_report_data, actual_report_data)
 
-        # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3,
-        #    and its last model event must measure the model digest the certificate claims.
+        # 5. The RTMR event log of nonce evidence, when present, must replay to the quote's RTMR3
+        #    and measure the models the certificate claims (`_check_measured_model`).
         event_log = evidence.rtmr_event_log() if evidence is not None else None
         if event_log is not None:
             verify_replay(event_log.events, quote.body.rtmr, indices=(MODEL_RTMR,))
@@ -266,8 +270,17 @@ class RatlsVerifier:
         for check in outcome.checks:
             run.record(check.name, "validate", check.outcome.value, check.expected, check.actual)
 
-        # 7. Model digest allowlist.
-        self._check_model_digest(run, cert)
+        # 7. Served models: allowlist and required digests.
+        try:
+            model_checks = self._policy.validate_models(cert.models)
+        except ModelDigestError as exc:
+            for check in exc.checks:
+                run.record(
+                    check.name, "validate", check.outcome.value, check.expected, check.actual
+                )
+            raise
+        for check in model_checks:
+            run.record(check.name, "validate", check.outcome.value, check.expected, check.actual)
 
         return AttestationResult(
             verified=True,
@@ -277,24 +290,22 @@ class RatlsVerifier:
             **run.fields,
         )
 
-    def _check_model_digest(self, run: _Run, cert: RatlsCertificate) -> None:
-        allowed = self._policy.allowed_model_digests
-        actual = cert.model_digest.hex() if cert.model_digest else None
-        if allowed is None:
-            run.record("model_digest", "validate", "not_pinned", "not pinned", actual or "none")
-            return
-        if cert.model_digest not in allowed:
-            raise ModelDigestError(
-                "model digest is not in the allowlist" if actual else "no model is loaded",
-                check="model_digest",
-                expected=sorted(d.hex() for d in allowed),
-                actual=actual or "none",
-            )
-        run.passed("model_digest", "validate", sorted(d.hex() for d in allowed), actual)
-
 
 def _check_measured_model(run: _Run, cert: RatlsCertificate, events: Sequence[RtmrEvent]) -> None:
+    """The replayed RTMR3 log against the certificate's models.
+
+    One model: the log's last model event must measure it (a load measures; nothing else does).
+    Several: each digest must have a model event somewhere in the log. That is all a log can
+    show once several models are served: unloads measure nothing, so which of the measured
+    models are still loaded is the certificate's word (signed by the key the quote binds).
+    The one-model rule holds while the appliance serves one model at a time; once it serves
+    several, unloading down to one leaves another model's event last, and this rule must change
+    with it (e.g. an appliance that measures unloads).
+    """
     model_events = [e for e in events if e.index == MODEL_RTMR and e.event_type == MODEL_EVENT_TYPE]
+    if len(cert.models) > 1:
+        _check_measured_models(run, cert, model_events)
+        return
     last = model_events[-1] if model_events else None
     measured = _measured_digest(last)
     if cert.model_digest is None:
@@ -311,6 +322,29 @@ def _check_measured_model(run: _Run, cert: RatlsCertificate, events: Sequence[Rt
             actual=measured,
         )
     run.passed("rtmr3_model_digest", "verify", cert.model_digest.hex(), measured)
+
+
+def _check_measured_models(
+    run: _Run, cert: RatlsCertificate, model_events: Sequence[RtmrEvent]
+) -> None:
+    # Comparing event digests also covers events logged without their data.
+    measured = {e.digest for e in model_events}
+    served = [m.digest.hex() for m in cert.models]
+    missing = [m for m in cert.models if event_digest(MODEL_EVENT_TYPE, m.digest) not in measured]
+    if missing:
+        raise ModelMeasurementError(
+            "RTMR3's event log has no model event for "
+            + ", ".join(f"{m.name} ({m.digest.hex()})" for m in missing),
+            check="rtmr3_model_digests",
+            expected=served,
+            actual="not measured: " + show([m.digest for m in missing]),
+        )
+    run.passed(
+        "rtmr3_model_digests",
+        "verify",
+        served,
+        f"each has a model event ({len(model_events)} model events in the log)",
+    )
 
 
 def _measured_digest(event: RtmrEvent | None) -> str:

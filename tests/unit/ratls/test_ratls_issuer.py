@@ -12,7 +12,8 @@ from support.ratls_unit_fixtures import *  # noqa: F403 - fixtures
 from attest.quote import parse_quote
 from ratls.errors import CertificateFormatError, IssuanceError
 from ratls.issuer import Identity, IdentityIssuer
-from ratls.profile import certificate_report_data, spki_der
+from ratls.profile import certificate_report_data, check_certificate, parse_certificate, spki_der
+from ratls.served_models import ServedModel
 
 DIGEST = bytes.fromhex("ab" * 32)
 
@@ -156,3 +157,53 @@ def test_a_quote_that_does_not_bind_is_never_issued(provider, names, clock, garb
     with pytest.raises(IssuanceError) as err:
         issuer.current()
     assert err.value.check == check
+
+
+ALPHA = ServedModel("alpha", bytes.fromhex("a1" * 32))
+BETA = ServedModel("beta", bytes.fromhex("b2" * 48))
+GAMMA = ServedModel("gamma", bytes.fromhex("c3" * 64))
+
+
+@pytest.mark.parametrize(
+    ("models", "model_digest"),
+    [((), None), ((ALPHA,), ALPHA.digest), ((GAMMA, ALPHA, BETA), None)],
+    ids=["none", "one", "three"],
+)
+def test_issued_certificates_with_0_1_3_models_parse_back(
+    provider, names, clock, models, model_digest
+) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    identity = issuer.reissue(models=models)
+    parsed = parse_certificate(identity.certificate.der)
+    expected = tuple(sorted(models, key=lambda m: m.name))
+    assert parsed.models == identity.models == expected
+    assert parsed.model_digest == identity.model_digest == model_digest
+    check_certificate(parsed, now=clock.now)
+    clock.advance(timedelta(hours=23, minutes=30))
+    assert issuer.current().models == expected  # renewal keeps the served models
+
+
+def test_the_model_digest_keyword_keeps_issuing_the_single_model_form(provider, names,
+                                                                      clock) -> None:
+    identity = IdentityIssuer(provider, names, clock=clock).reissue(model_digest=DIGEST)
+    assert identity.model_digest == DIGEST
+    assert identity.models == (ServedModel(None, DIGEST),)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"models": [ALPHA, ServedModel("alpha", BETA.digest)]}, CertificateFormatError),
+        ({"models": [ServedModel(f"m{i:02d}", DIGEST) for i in range(17)]},
+         CertificateFormatError),
+        ({"models": [ALPHA], "model_digest": DIGEST}, ValueError),
+    ],
+    ids=["duplicate_name", "seventeen", "both_forms"],
+)
+def test_a_bad_set_of_models_changes_nothing(provider, names, clock, kwargs, error) -> None:
+    issuer = IdentityIssuer(provider, names, clock=clock)
+    first = issuer.reissue(models=[ALPHA])
+    with pytest.raises(error):
+        issuer.reissue(**kwargs)
+    assert issuer.current() is first
+    assert len(provider.requests) == 1

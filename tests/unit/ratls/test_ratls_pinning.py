@@ -24,6 +24,7 @@ from ratls.pinning import (
     render_policy_toml,
 )
 from ratls.policy import AppraisalPolicy
+from ratls.served_models import ServedModel
 from ratls.verifier import RatlsVerifier
 
 DIGEST = hashlib.sha256(b"model").digest()
@@ -114,3 +115,23 @@ def test_any_policy_renders_and_reads_back(pins, validity, source) -> None:
     assert AppraisalPolicy.from_document(
         tomllib.loads(render_policy_toml(policy, written_at=START))
     ) == policy
+
+
+def test_several_served_models_are_all_pinned_and_read_back(sim_authority, provider, names,
+                                                            clock) -> None:
+    models = [ServedModel(name, hashlib.sha256(name.encode()).digest()) for name in "abc"]
+    bundle = simulated_collateral(sim_authority, now=START).to_bundle_json()
+    verifier = RatlsVerifier(
+        dcap=DcapVerifier(TrustRoot(sim_authority.root_der)),
+        policy=AppraisalPolicy.unsafe_unpinned(),
+        collateral=StaticCollateral(collateral_from_bundle_json(bundle)),
+        clock=clock,
+    )
+    identity = IdentityIssuer(provider, names, clock=clock).reissue(models=models)
+    result = verifier.attest(identity.certificate.der, hostname=None)
+    policy = policy_from_result(result, source="x", pin_model_digest=True)
+    assert policy.allowed_model_digests == {m.digest for m in models}
+    required = policy.with_required_model_digests([models[0].digest])
+    text = render_policy_toml(required, written_at=START)
+    assert f'required_model_digests = ["{models[0].digest.hex()}"]' in text
+    assert AppraisalPolicy.from_document(tomllib.loads(text)) == required

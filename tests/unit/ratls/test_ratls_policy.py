@@ -1,4 +1,4 @@
-"""AppraisalPolicy: attest's policy file plus `allowed_model_digests`, failing closed."""
+"""AppraisalPolicy: attest's policy file plus the served models' digests, failing closed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 
 from attest.errors import PolicyFormatError
+from ratls.errors import ModelDigestError
 from ratls.policy import AppraisalPolicy
+from ratls.served_models import ServedModel
 
 DIGEST = "ab" * 32
 
@@ -88,3 +90,103 @@ def test_with_model_digests_replaces_the_allowlist() -> None:
     policy = AppraisalPolicy().with_model_digests([bytes(32)])
     assert policy.allowed_model_digests == {bytes(32)}
     assert AppraisalPolicy().allowed_model_digests is None
+
+
+# -- The served models: allowlist and required digests -------------------------------------------
+
+ALPHA = ServedModel("alpha", bytes.fromhex("a1" * 32))
+BETA = ServedModel("beta", bytes.fromhex("b2" * 48))
+GAMMA = ServedModel("gamma", bytes.fromhex("c3" * 64))
+SERVED = (ALPHA, BETA, GAMMA)
+
+
+def policy(allowed=None, required=None) -> AppraisalPolicy:
+    document = {}
+    if allowed is not None:
+        document["allowed_model_digests"] = [m.digest.hex() for m in allowed]
+    if required is not None:
+        document["required_model_digests"] = [m.digest.hex() for m in required]
+    return AppraisalPolicy.from_document(document)
+
+
+def outcomes(checks) -> dict[str, str]:
+    return {c.name: c.outcome.value for c in checks}
+
+
+def test_required_model_digests_load_from_the_file() -> None:
+    loaded = AppraisalPolicy.from_document({"required_model_digests": [DIGEST]})
+    assert loaded.required_model_digests == {bytes.fromhex(DIGEST)}
+    assert loaded.allowed_model_digests is None
+    assert AppraisalPolicy().required_model_digests is None
+    assert AppraisalPolicy().with_required_model_digests([bytes(32)]).required_model_digests == {
+        bytes(32)}
+
+
+@pytest.mark.parametrize("value", [DIGEST, ["xyz"], ["ab" * 19], [1]])
+def test_bad_required_model_digests_are_named_errors(value) -> None:
+    with pytest.raises(PolicyFormatError) as err:
+        AppraisalPolicy.from_document({"required_model_digests": value})
+    assert err.value.check == "required_model_digests"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "required", "served", "expected"),
+    [
+        (None, None, SERVED, {"model_digests": "not_pinned"}),
+        (None, None, (ALPHA,), {"model_digest": "not_pinned"}),
+        (None, None, (), {"model_digest": "not_pinned"}),
+        (SERVED, None, SERVED, {"model_digests": "passed"}),
+        ((ALPHA, BETA, GAMMA, ServedModel("x", bytes(20))), (), SERVED,
+         {"model_digests": "passed", "required_model_digests": "passed"}),
+        (None, (GAMMA, ALPHA), SERVED,
+         {"model_digests": "not_pinned", "required_model_digests": "passed"}),
+        ((ALPHA,), (ALPHA,), (ALPHA,),
+         {"model_digest": "passed", "required_model_digests": "passed"}),
+        # Names are not compared: a digest served under another name is the same image.
+        ((ServedModel("renamed", ALPHA.digest),), None, (ALPHA,), {"model_digest": "passed"}),
+    ],
+    ids=["unpinned_several", "unpinned_one", "unpinned_none", "allowed_exactly",
+         "allowed_superset_nothing_required", "required_subset", "one_model_both",
+         "names_not_compared"],
+)
+def test_served_models_that_the_policy_accepts(allowed, required, served, expected) -> None:
+    assert outcomes(policy(allowed, required).validate_models(served)) == expected
+
+
+@pytest.mark.parametrize(
+    ("allowed", "required", "served", "check", "expected"),
+    [
+        ((ALPHA, GAMMA), None, SERVED, "model_digests", {"model_digests": "failed"}),
+        ((), None, SERVED, "model_digests", {"model_digests": "failed"}),
+        (SERVED, None, (), "model_digest", {"model_digest": "failed"}),
+        ((BETA,), None, (ALPHA,), "model_digest", {"model_digest": "failed"}),
+        (SERVED, (ALPHA, ServedModel("x", bytes(20))), SERVED, "required_model_digests",
+         {"model_digests": "passed", "required_model_digests": "failed"}),
+        (None, (ALPHA,), (), "required_model_digests",
+         {"model_digest": "not_pinned", "required_model_digests": "failed"}),
+        ((ALPHA,), (BETA,), SERVED, "model_digests",  # the first failure decides; both listed
+         {"model_digests": "failed", "required_model_digests": "passed"}),
+    ],
+    ids=["one_of_three_disallowed", "empty_allowlist", "no_model_under_allowlist",
+         "one_model_disallowed", "required_not_served", "required_but_nothing_served",
+         "first_failure_decides"],
+)
+def test_served_models_that_the_policy_refuses(allowed, required, served, check,
+                                               expected) -> None:
+    with pytest.raises(ModelDigestError) as err:
+        policy(allowed, required).validate_models(served)
+    assert err.value.check == check and err.value.stage == "validate"
+    assert outcomes(err.value.checks) == expected
+
+
+def test_a_refusal_names_the_models_and_digests_at_fault() -> None:
+    with pytest.raises(ModelDigestError) as err:
+        policy((ALPHA,), None).validate_models(SERVED)
+    assert "beta" in str(err.value) and "gamma" in str(err.value) and "alpha" not in str(err.value)
+    assert err.value.expected == f"[{ALPHA.digest.hex()}]"
+    assert err.value.actual == "[" + ", ".join(m.digest.hex() for m in SERVED) + "]"
+    with pytest.raises(ModelDigestError) as err:
+        policy(None, (ALPHA, BETA, GAMMA, ServedModel("x", bytes(20)))).validate_models((BETA,))
+    assert str(err.value).startswith(
+        "required model digests are not served: "
+        f"{bytes(20).hex()}, {ALPHA.digest.hex()}, {GAMMA.digest.hex()} (")

@@ -15,10 +15,13 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attest.simulated.der_writer import octet_string, sequence, tlv
 from ratls.errors import CertificateError, CertificateFormatError, NonceError
 from ratls.profile import (
     MODEL_DIGEST_OID,
+    MODEL_DIGESTS_OID,
     TDX_QUOTE_OID,
+    RatlsCertificate,
     SubjectNames,
     build_certificate,
     certificate_report_data,
@@ -27,6 +30,7 @@ from ratls.profile import (
     parse_certificate,
     spki_der,
 )
+from ratls.served_models import ServedModel, encode_model_digests
 
 NOW = datetime(2026, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
 QUOTE = bytes(range(256)) * 20
@@ -221,3 +225,148 @@ def test_quote_and_digest_round_trip_through_the_certificate(quote: bytes, diges
 
 
 KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+# -- Served models: MODEL_DIGEST and MODEL_DIGESTS ------------------------------------------------
+
+ALPHA = ServedModel("alpha", hashlib.sha256(b"alpha image").digest())
+BETA = ServedModel("beta", hashlib.sha384(b"beta image").digest())
+GAMMA = ServedModel("gamma", hashlib.sha512(b"gamma image").digest())
+
+
+def extension_value(der: bytes, oid: x509.ObjectIdentifier) -> bytes | None:
+    try:
+        return x509.load_der_x509_certificate(der).extensions.get_extension_for_oid(oid).value.value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def resigned(der: bytes, key, **values: bytes | None) -> bytes:
+    """`der` with its model extensions replaced (None: removed), signed again by `key`: a
+    certificate whose only fault is the one the test puts in its extensions."""
+    oids = {"model_digest": MODEL_DIGEST_OID, "model_digests": MODEL_DIGESTS_OID}
+    cert = x509.load_der_x509_certificate(der)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    replaced = {oids[name] for name in values}
+    for extension in cert.extensions:
+        if extension.oid not in replaced:
+            builder = builder.add_extension(extension.value, extension.critical)
+    for name, value in values.items():
+        if value is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(oids[name], value), critical=False)
+    return der_of(builder.sign(key, hashes.SHA256()))
+
+
+def test_one_named_model_carries_model_digest_for_privasys_and_model_digests() -> None:
+    der = make(model_digest=None, models=[ALPHA])
+    # MODEL_DIGEST exactly as before: the raw root hash as the extnValue contents.
+    assert _oid_der(MODEL_DIGEST_OID) + b"\x04\x20" + ALPHA.digest in der
+    assert extension_value(der, MODEL_DIGESTS_OID) == encode_model_digests([ALPHA])
+    parsed = parse_certificate(der)
+    assert (parsed.model_digest, parsed.models) == (ALPHA.digest, (ALPHA,))
+
+
+def test_several_models_carry_model_digests_only() -> None:
+    der = make(model_digest=None, models=[GAMMA, ALPHA, BETA])
+    assert extension_value(der, MODEL_DIGEST_OID) is None
+    assert extension_value(der, MODEL_DIGESTS_OID) == encode_model_digests([ALPHA, BETA, GAMMA])
+    parsed = parse_certificate(der)
+    assert parsed.model_digest is None
+    assert parsed.models == (ALPHA, BETA, GAMMA)
+    assert parsed.certificate.extensions.get_extension_for_oid(MODEL_DIGESTS_OID).critical is False
+
+
+def test_a_digest_without_a_name_is_the_single_model_form_of_before() -> None:
+    der = make()  # model_digest=DIGEST, no name
+    assert extension_value(der, MODEL_DIGESTS_OID) is None
+    parsed = parse_certificate(der)
+    assert (parsed.model_digest, parsed.models) == (DIGEST, (ServedModel(None, DIGEST),))
+
+
+def test_no_model_means_neither_extension() -> None:
+    parsed = parse_certificate(make(model_digest=None, models=[]))
+    assert (parsed.model_digest, parsed.models) == (None, ())
+    assert extension_value(parsed.der, MODEL_DIGESTS_OID) is None
+
+
+def test_the_builder_takes_one_form_of_the_models_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        make(model_digest=DIGEST, models=[ALPHA])
+
+
+def test_a_hand_built_certificate_with_a_digest_serves_that_unnamed_model() -> None:
+    parsed = parse_certificate(make())
+    rebuilt = RatlsCertificate(
+        certificate=parsed.certificate, der=parsed.der, fingerprint=parsed.fingerprint,
+        spki=parsed.spki, quote=parsed.quote, model_digest=DIGEST, not_before=parsed.not_before,
+        not_after=parsed.not_after, dns_names=parsed.dns_names, ip_addresses=parsed.ip_addresses,
+    )
+    assert rebuilt.models == (ServedModel(None, DIGEST),)
+
+
+def _one() -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return make(key, model_digest=None, models=[ALPHA]), key
+
+
+def _three() -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return make(key, model_digest=None, models=[ALPHA, BETA, GAMMA]), key
+
+
+def _entries(*pairs: tuple[str, bytes]) -> bytes:
+    return sequence(*(sequence(tlv(0x0C, n.encode()), octet_string(d)) for n, d in pairs))
+
+
+@pytest.mark.parametrize(
+    ("issued", "values", "check"),
+    [
+        (_one, {"model_digest": BETA.digest}, "model_digests.agreement"),
+        (_three, {"model_digest": ALPHA.digest}, "model_digests.agreement"),
+        (_one, {"model_digest": None}, "model_digest_extension"),
+        (_one, {"model_digest": bytes(19)}, "model_digest_length"),
+        (_three, {"model_digests": _entries(("b", bytes(32)), ("a", bytes(32)))},
+         "model_digests.order"),
+        (_three, {"model_digests": _entries(("a", bytes(32)), ("a", bytes(32)))},
+         "model_digests.duplicate_name"),
+        (_three, {"model_digests": _entries(*((f"m{i:02d}", bytes(32)) for i in range(17)))},
+         "model_digests.count"),
+        (_three, {"model_digests": _entries(("a", bytes(32)), ("b", bytes(66)))},
+         "model_digest_length"),
+        (_three, {"model_digests": encode_model_digests([ALPHA, BETA]) + b"\x05\x00"},
+         "model_digests.trailing_bytes"),
+        (_three, {"model_digests": bytes(32)}, "model_digests.sequence"),  # raw, as MODEL_DIGEST
+    ],
+    ids=["disagreeing_digest", "model_digest_with_several", "model_digest_missing",
+         "model_digest_size", "unsorted", "duplicate_name", "too_many", "bad_digest_size",
+         "trailing_bytes", "raw_digest"],
+)
+def test_inconsistent_or_malformed_model_extensions_are_refused(issued, values, check) -> None:
+    der, key = issued()
+    parse_certificate(der)  # the issued certificate itself is fine
+    with pytest.raises(CertificateFormatError) as err:
+        parse_certificate(resigned(der, key, **values))
+    assert err.value.check == check
+
+
+@given(
+    st.dictionaries(
+        st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=16),
+        st.binary(min_size=20, max_size=64),
+        max_size=16,
+    )
+)
+def test_any_valid_set_of_models_round_trips_through_the_certificate(models) -> None:
+    served = [ServedModel(name, digest) for name, digest in models.items()]
+    parsed = parse_certificate(make(KEY, model_digest=None, models=served))
+    assert parsed.models == tuple(sorted(served, key=lambda m: m.name or ""))
+    assert parsed.model_digest == (served[0].digest if len(served) == 1 else None)

@@ -19,11 +19,13 @@ from attest.roots import TrustRoot
 from attest.rtmr import RtmrEvent, RtmrEventLog
 from attest.simulated import SimulatedQuoteProvider, SimulatedTd, simulated_collateral
 from attest.verify import DcapVerifier
+from checks.errors import show
 from ratls.collateral import PcsCollateral, StaticCollateral
 from ratls.errors import (
     AttestationRefused,
     CertificateError,
     HostnameMismatchError,
+    ModelDigestError,
     ModelMeasurementError,
 )
 from ratls.evidence import make_nonce_evidence
@@ -31,6 +33,7 @@ from ratls.issuer import IdentityIssuer
 from ratls.policy import AppraisalPolicy
 from ratls.profile import MODEL_EVENT_TYPE, MODEL_RTMR
 from ratls.result import AttestationResult
+from ratls.served_models import ServedModel
 from ratls.verifier import RatlsVerifier
 
 DIGEST = hashlib.sha256(b"model").digest()
@@ -243,12 +246,15 @@ def model_event(digest: bytes) -> RtmrEvent:
 
 def evidence_measuring(sim_authority, names, clock, measured, cert_digest):
     """Nonce evidence of a simulated TD that measured `measured` (digests or events) into its
-    RTMRs, presenting a certificate that claims `cert_digest`."""
+    RTMRs, presenting a certificate that claims `cert_digest` (one digest, or a tuple of served
+    models)."""
     td_provider = SimulatedQuoteProvider(sim_authority)
     log = RtmrEventLog()
     for item in measured:
         log.measure(td_provider, item if isinstance(item, RtmrEvent) else model_event(item))
-    identity = IdentityIssuer(td_provider, names, clock=clock).reissue(model_digest=cert_digest)
+    issuer = IdentityIssuer(td_provider, names, clock=clock)
+    identity = (issuer.reissue(models=cert_digest) if isinstance(cert_digest, tuple)
+                else issuer.reissue(model_digest=cert_digest))
     evidence = make_nonce_evidence(identity, td_provider, NONCE, now=START, event_log=log)
     return evidence, identity
 
@@ -336,3 +342,144 @@ def test_a_pck_leaf_that_is_not_a_certificate_is_a_typed_refusal(provider, names
     result = verifier.attest(issuer.current().certificate.der, hostname=None)
     assert not result.verified
     assert (result.errors[0].check, result.errors[0].stage) == ("pck_leaf", "verify")
+
+
+# -- Several served models ------------------------------------------------------------------------
+
+ALPHA = ServedModel("alpha", hashlib.sha256(b"alpha image").digest())
+BETA = ServedModel("beta", hashlib.sha384(b"beta image").digest())
+GAMMA = ServedModel("gamma", hashlib.sha512(b"gamma image").digest())
+SERVED = (ALPHA, BETA, GAMMA)
+OTHER = ServedModel("other", OTHER_DIGEST)
+
+
+def test_the_result_lists_every_served_model(verifier_for, issuer) -> None:
+    identity = issuer.reissue(models=[GAMMA, ALPHA, BETA])
+    result = verifier_for().attest(identity.certificate.der, hostname="appliance.test")
+    assert result.verified, result.errors
+    assert [(m.name, m.digest) for m in result.models] == [(m.name, m.digest.hex())
+                                                           for m in SERVED]
+    assert result.model_digest is None  # several: read `models`
+    check = next(c for c in result.checks if c.name == "model_digests")
+    assert check.outcome == "not_pinned"
+    assert check.actual == "[" + ", ".join(m.digest.hex() for m in SERVED) + "]"
+    assert "model_digest" not in {c.name for c in result.checks}
+    assert "models       3 served" in result.summary() and "    beta " in result.summary()
+    assert AttestationResult.model_validate_json(result.model_dump_json()) == result
+
+
+def test_one_named_model_keeps_the_one_model_fields_and_checks(verifier_for, issuer) -> None:
+    identity = issuer.reissue(models=[ALPHA])
+    policy = simulated_td_policy(allowed_model_digests=[ALPHA.digest.hex()])
+    result = verifier_for(policy).attest(identity.certificate.der, hostname=None)
+    assert result.verified, result.errors
+    assert result.model_digest == ALPHA.digest.hex()
+    assert [(m.name, m.digest) for m in result.models] == [("alpha", ALPHA.digest.hex())]
+    assert {c.name: c.outcome for c in result.checks}["model_digest"] == "passed"
+    assert f"model digest {ALPHA.digest.hex()} (alpha)" in result.summary()
+
+
+def hexes(*models: ServedModel) -> list[str]:
+    return [m.digest.hex() for m in models]
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcomes"),
+    [
+        ({"allowed_model_digests": hexes(*SERVED, OTHER)},
+         {"model_digests": "passed"}),
+        ({"allowed_model_digests": hexes(*SERVED), "required_model_digests": hexes(ALPHA, GAMMA)},
+         {"model_digests": "passed", "required_model_digests": "passed"}),
+        ({"required_model_digests": hexes(BETA)},
+         {"model_digests": "not_pinned", "required_model_digests": "passed"}),
+        ({"required_model_digests": []},
+         {"model_digests": "not_pinned", "required_model_digests": "passed"}),
+    ],
+    ids=["allowed_superset", "allowed_and_required", "required_only", "nothing_required"],
+)
+def test_several_models_pass_an_allowing_policy(verifier_for, issuer, policy, outcomes) -> None:
+    identity = issuer.reissue(models=SERVED)
+    result = verifier_for(simulated_td_policy(**policy)).attest(identity.certificate.der,
+                                                                hostname=None)
+    assert result.verified, result.errors
+    assert {c.name: c.outcome for c in result.checks if c.name in outcomes} == outcomes
+
+
+@pytest.mark.parametrize(
+    ("policy", "check", "named", "outcomes"),
+    [
+        ({"allowed_model_digests": hexes(ALPHA, GAMMA)}, "model_digests", "beta",
+         {"model_digests": "failed"}),
+        ({"allowed_model_digests": hexes(*SERVED), "required_model_digests": hexes(ALPHA, OTHER)},
+         "required_model_digests", OTHER_DIGEST.hex(),
+         {"model_digests": "passed", "required_model_digests": "failed"}),
+        ({"allowed_model_digests": [], "required_model_digests": hexes(ALPHA)}, "model_digests",
+         "alpha", {"model_digests": "failed", "required_model_digests": "passed"}),
+    ],
+    ids=["one_disallowed", "required_missing", "empty_allowlist"],
+)
+def test_several_models_refused_by_the_policy_name_the_check(
+    verifier_for, issuer, policy, check, named, outcomes
+) -> None:
+    identity = issuer.reissue(models=SERVED)
+    with pytest.raises(AttestationRefused) as err:
+        verifier_for(simulated_td_policy(**policy)).verify(identity.certificate.der,
+                                                            hostname=None)
+    cause = err.value.cause
+    assert isinstance(cause, ModelDigestError) and cause.check == check
+    assert named in str(cause)
+    result = err.value.result
+    assert result.errors[0].stage == "validate" and result.errors[0].check == check
+    assert {c.name: c.outcome for c in result.checks if c.name in outcomes} == outcomes
+    assert len(result.models) == 3  # what was served is reported even when refused
+
+
+def test_nonce_mode_with_several_models_needs_a_model_event_for_each(
+    verifier_for, sim_authority, names, clock
+) -> None:
+    # Measured in another order, with a model loaded and since unloaded in between.
+    measured = [GAMMA.digest, OTHER_DIGEST, ALPHA.digest, BETA.digest]
+    evidence, identity = evidence_measuring(sim_authority, names, clock, measured, SERVED)
+    result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=evidence,
+                                   nonce=NONCE)
+    assert result.verified, result.errors
+    check = next(c for c in result.checks if c.name == "rtmr3_model_digests")
+    assert check.outcome == "passed"
+    assert check.expected == "[" + ", ".join(hexes(*SERVED)) + "]"
+
+
+@pytest.mark.parametrize(
+    ("measured", "missing"),
+    [
+        ([ALPHA.digest, GAMMA.digest], [BETA]),
+        ([], [ALPHA, BETA, GAMMA]),
+        ([RtmrEvent.from_data(2, MODEL_EVENT_TYPE, BETA.digest), ALPHA.digest, GAMMA.digest],
+         [BETA]),
+        ([RtmrEvent.from_data(3, "another.type", BETA.digest), ALPHA.digest, GAMMA.digest],
+         [BETA]),
+    ],
+    ids=["one_never_loaded", "empty_log", "beta_on_rtmr2", "beta_as_another_type"],
+)
+def test_a_served_model_without_a_model_event_is_refused(
+    verifier_for, sim_authority, names, clock, measured, missing
+) -> None:
+    evidence, identity = evidence_measuring(sim_authority, names, clock, measured, SERVED)
+    with pytest.raises(AttestationRefused) as err:
+        verifier_for().verify(identity.certificate.der, hostname=None, evidence=evidence,
+                              nonce=NONCE)
+    cause = err.value.cause
+    assert isinstance(cause, ModelMeasurementError) and cause.check == "rtmr3_model_digests"
+    assert cause.actual == "not measured: " + show([m.digest for m in missing])
+    assert all(m.name in str(cause) for m in missing)
+
+
+def test_model_events_without_data_are_compared_by_digest_for_several_models(
+    verifier_for, sim_authority, names, clock
+) -> None:
+    measured = [m.digest for m in SERVED]
+    evidence, identity = evidence_measuring(sim_authority, names, clock, measured, SERVED)
+    events = [RtmrEvent(e.index, e.digest, e.event_type) for e in evidence.rtmr_event_log().events]
+    bare = evidence.model_copy(update={"event_log": json.loads(RtmrEventLog(events).to_json())})
+    result = verifier_for().attest(identity.certificate.der, hostname=None, evidence=bare,
+                                   nonce=NONCE)
+    assert result.verified, result.errors
