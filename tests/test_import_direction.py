@@ -3,8 +3,10 @@
 Between packages: checks <- attest <- ratls <- appliance; checks <- loader <- appliance; nothing
 imports appliance, and `checks` (the error base) imports nothing of the project.
 Inside `appliance`, one package per process: the supervisor never imports the API worker's code
-(nor the worker the supervisor's); both talk only through `appliance.channel`. Inside `loader`,
-model images, the engine and the activator are apart, and the lifecycle sits on top of them.
+(nor the worker the supervisor's); both talk only through `appliance.channel`. The fleet console
+imports neither: it shares only the status push's wire contract (`appliance.status_push`).
+Inside `loader`, model images, the engine and the activator are apart, and the lifecycle sits on
+top of them.
 
 Inside `attest`, the verification stack and the RTMR event-log replay are pure: the kernel, library
 and network I/O sits in `attest/providers/`, `attest/pcs.py` and `attest/http_get.py`.
@@ -34,7 +36,8 @@ ALLOWED = {
 
 # Inside a package: the unit a module belongs to (its sub-package, or "<package>.<module>" for a
 # top-level module) -> the units of the same package it may import. A unit may import itself.
-APPLIANCE_SHARED = {"appliance.errors", "appliance.settings", "appliance.logs", "appliance.metrics"}
+APPLIANCE_SHARED = {"appliance.errors", "appliance.settings", "appliance.logs", "appliance.metrics",
+                    "appliance.status_push", "appliance.environment"}
 LOADER_SHARED = {"loader.errors", "loader.settings"}
 UNIT_ALLOWED = {
     **dict.fromkeys(APPLIANCE_SHARED, APPLIANCE_SHARED),
@@ -42,6 +45,9 @@ UNIT_ALLOWED = {
     "appliance.supervisor": APPLIANCE_SHARED | {"appliance.channel"},
     "appliance.worker": APPLIANCE_SHARED | {"appliance.channel"},
     "appliance.portal": APPLIANCE_SHARED,
+    # The fleet console receives what the supervisor pushes: it shares the wire contract
+    # (appliance.status_push), never the supervisor's or the worker's code.
+    "appliance.console": APPLIANCE_SHARED,
     "appliance.cli": None,  # the command line wires every process: anything
     "appliance.__main__": {"appliance.cli"},
     "appliance.__init__": set(),
@@ -116,6 +122,8 @@ def test_units_inside_a_package_import_only_what_they_may(package: str) -> None:
     [
         ("appliance.supervisor.service", ("flask", "uvicorn", "appliance.worker", "httptools")),
         ("appliance.worker.server", ("appliance.supervisor", "loader.lifecycle")),
+        ("appliance.console.wiring", ("appliance.supervisor", "appliance.worker",
+                                      "appliance.channel", "loader", "uvicorn")),
     ],
 )
 def test_a_process_loads_only_its_own_code(module: str, forbidden: tuple[str, ...]) -> None:

@@ -12,6 +12,7 @@ from appliance.cli import (
     activator,
     attest,
     collateral,
+    console,
     model,
     policy,
     portal,
@@ -34,6 +35,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     attest,
     policy,
     portal,
+    console,
 )
 
 EXIT_USAGE = 2
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Quiet by default: a command's own output is its answer; libraries (httpx, the collateral
-    # cache) speak with -v. `serve` and `portal` set up their own (JSON) logging.
+    # cache) speak with -v. `serve`, `portal` and `console` set up their own (JSON) logging.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

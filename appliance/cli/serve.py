@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # The secrets now live in `settings` only: out of this process's environment block (which
     # /proc shows to every process of this user) and out of everything started from here on.
-    from appliance.supervisor.environment import scrub_environment
+    from appliance.environment import scrub_environment
 
     scrub_environment()
     # prometheus_client picks its multi-process mode when first imported: set the directory first.

@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 
 from appliance.metrics import Metrics
+from appliance.status_push import PUSH_PATH
 
 log = logging.getLogger(__name__)
-
-PUSH_PATH = "/api/v1/enclave/runtime-status"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from appliance.errors import (
 )
 from appliance.metrics import Metrics
 from appliance.settings import Settings
+from appliance.status_push import CERTIFICATE_MEMBER, STATUS_PUSH_PURPOSE
 from appliance.supervisor.capabilities import (
     CAP_NET_BIND_SERVICE,
     CAP_SETUID,
@@ -78,8 +79,6 @@ from ratls.signing import sign_json
 
 log = logging.getLogger(__name__)
 
-# The `purpose` of signed status pushes (ratls signed JSON): a receiver verifies with it.
-STATUS_PUSH_PURPOSE = "appliance.runtime-status.v1"
 IDENTITY_CHECK_INTERVAL = 30.0
 STOP_TIMEOUT = 15.0
 # Settings the API server is not given: the status push is the supervisor's, and the load token
@@ -318,7 +317,7 @@ class Supervisor:
                                  private_key=identity.private_key,
                                  certificate=identity.certificate.certificate)
             # The receiver checks the signature against this certificate (and its quote).
-            return document | {"certificate_pem": identity.certificate.pem()}
+            return document | {CERTIFICATE_MEMBER: identity.certificate.pem()}
 
         return StatusPusher(
             management_url=settings.management_url, token=token.get_secret_value(),

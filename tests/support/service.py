@@ -95,9 +95,13 @@ def start_service(work: Path, models: Path, roothash: Path, *,
                   load_token: str | None = "integration-load-token",
                   env: dict[str, str] | None = None, engine_env: dict[str, str] | None = None,
                   args: list[str] | None = None, vllm_bin: Path = FAKE_VLLM,
-                  ready_timeout: float = 30) -> Service:
-    port, engine_port = free_port(), free_port()
-    state_dir = work / f"state-{port}"
+                  ready_timeout: float = 30, port: int | None = None,
+                  state_dir: Path | None = None) -> Service:
+    """`port` and `state_dir` (free and `work/state-<port>` by default) for a test that must
+    name them before the appliance starts: a registry of its URL, a simulated authority made
+    in advance."""
+    port, engine_port = port or free_port(), free_port()
+    state_dir = state_dir or work / f"state-{port}"
     spawn_log = work / f"spawns-{port}.jsonl"
     log_path = work / f"serve-{port}.log"
     environment = {k: v for k, v in os.environ.items()
