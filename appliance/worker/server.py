@@ -49,6 +49,16 @@ GRACEFUL_TIMEOUT = 10
 KEEPALIVE = 30
 
 
+class RatlsGunicornLogger(GunicornJsonLogger):
+    """gunicorn names a listener http:// unless it was given certificate files; these listeners
+    speak only TLS (each worker wraps them with the RA-TLS context), so the line says https://."""
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if msg.startswith("Listening at: ") and args and isinstance(args[0], str):
+            args = (args[0].replace("http://", "https://"), *args[1:])
+        super().info(msg, *args, **kwargs)
+
+
 def build_worker(settings: Settings) -> tuple[ApplianceAsgi, RotatingServerContext]:
     """Everything one worker process needs, wired from the settings."""
     state = SharedStateReader(settings.shared_state_file)
@@ -98,7 +108,7 @@ class ApiServer(BaseApplication):
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 120,
             "accesslog": None,
-            "logger_class": GunicornJsonLogger,
+            "logger_class": RatlsGunicornLogger,
             "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
             "proc_name": "appliance-api",
             "forwarded_allow_ips": "",

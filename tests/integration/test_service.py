@@ -457,3 +457,9 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
 
     missing = portal.get("/api/v1/apps/nope/attest")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "app_not_found"
+
+
+def test_the_log_names_the_listener_as_what_it_is(service: Service) -> None:
+    log = service.log()
+    assert f"Listening at: https://127.0.0.1:{service.port}" in log
+    assert "Listening at: http://" not in log
