@@ -101,6 +101,8 @@ def test_no_secret_is_in_any_environment_and_the_token_still_works(
         assert receiver.received[-1][1] == f"Bearer {MANAGEMENT_TOKEN}"
     finally:
         assert service.stop() == 0
+    # A clean run and a clean stop log no error (no "Bad file descriptor" at shutdown either).
+    assert '"level": "error"' not in service.log() and "Traceback" not in service.log()
 
 
 def test_the_control_socket_refuses_a_same_user_stranger(public_work: Path, images) -> None:
