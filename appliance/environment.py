@@ -11,6 +11,11 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from pydantic_settings import BaseSettings
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 SECRET_VARIABLES = ("APPLIANCE_LOAD_TOKEN", "LOAD_TOKEN", "APPLIANCE_MANAGEMENT_TOKEN")
 
@@ -29,3 +34,16 @@ def scrub_environment(names: Iterable[str] = SECRET_VARIABLES) -> None:
         index += 1
     for name in names:
         os.environ.pop(name, None)
+
+
+def settings_with_credentials(model: type[SettingsT], given: dict[str, Any]) -> SettingsT:
+    """`model` from flags (`given`), the environment, and systemd credentials.
+
+    systemd's LoadCredential= puts secrets in files under $CREDENTIALS_DIRECTORY, named after the
+    setting (load_token, management_token): neither argv nor the environment then holds them.
+    """
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        # pydantic-settings documents `_secrets_dir` as an init argument of BaseSettings.
+        return model(_secrets_dir=credentials, **given)
+    return model(**given)

@@ -388,11 +388,17 @@ def validate(verified: VerifiedQuote, policy: Policy) -> PolicyOutcome:
             )
         )
 
+    return conclude(checks, PolicyError, "the quote")
+
+
+def conclude(checks: list[PolicyCheck], error: type[PolicyError], subject: str) -> PolicyOutcome:
+    """The outcome of checks that all ran; `error` naming the first failed one (with every check
+    in `.checks`) if any failed."""
     failed = [c for c in checks if c.outcome is CheckOutcome.FAILED]
     if failed:
         first = failed[0]
-        raise PolicyError(
-            f"policy rejects the quote: {first.name}",
+        raise error(
+            f"policy rejects {subject}: {first.name}",
             check=first.name,
             expected=first.expected,
             actual=first.actual,

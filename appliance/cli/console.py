@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.environment import scrub_environment, settings_with_credentials
 from appliance.logs import GunicornJsonLogger, configure_json_logging
 
 if TYPE_CHECKING:
@@ -50,11 +50,7 @@ def settings_from_args(args: argparse.Namespace) -> ConsoleSettings:
 
     given = {k: v for k, v in vars(args).items()
              if k not in ("func", "command", "verbose") and v is not None}
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        # systemd's LoadCredential=management_token:...; see appliance/cli/serve.py.
-        return ConsoleSettings(_secrets_dir=credentials, **given)  # type: ignore[call-arg]
-    return ConsoleSettings(**given)
+    return settings_with_credentials(ConsoleSettings, given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance console: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     # The token now lives in `settings` only; out of the environment block /proc shows.
-    from appliance.environment import scrub_environment
-
     scrub_environment((TOKEN_VARIABLE,))
     try:
         app = build_console_app(settings, clock=lambda: datetime.now(UTC))

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from appliance.environment import scrub_environment, settings_with_credentials
 from appliance.errors import StartupError
 from appliance.logs import configure_json_logging
 from appliance.settings import Settings
@@ -106,14 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for repeated in ("engine_arg", "engine_env", "hostname"):
         if repeated in given:
             given[repeated] = tuple(given[repeated])
-    # systemd's LoadCredential= puts secrets in files under $CREDENTIALS_DIRECTORY, named after
-    # the setting (load_token, management_token): neither argv nor the environment then holds them.
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        # The pydantic mypy plugin's synthesized __init__ lists only the fields, not BaseSettings'
-        # init-only `_secrets_dir` (pydantic-settings documents it as an init argument).
-        return Settings(_secrets_dir=credentials, **given)  # type: ignore[call-arg]
-    return Settings(**given)
+    return settings_with_credentials(Settings, given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # The secrets now live in `settings` only: out of this process's environment block (which
     # /proc shows to every process of this user) and out of everything started from here on.
-    from appliance.environment import scrub_environment
-
     scrub_environment()
     # prometheus_client picks its multi-process mode when first imported: set the directory first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)

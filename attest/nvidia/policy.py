@@ -35,6 +35,7 @@ from attest.policy import (
     Measurement,
     PolicyCheck,
     PolicyOutcome,
+    conclude,
     validate_mapping,
 )
 
@@ -204,17 +205,7 @@ def validate_gpu(verified: VerifiedGpuEvidence, policy: GpuPolicy) -> PolicyOutc
             at_least = comparable and key(actual.lower()) >= key(minimum)
             record(f"{name}.minimum", at_least, f">= {minimum}", actual)
 
-    failed = [c for c in checks if c.outcome is CheckOutcome.FAILED]
-    if failed:
-        first = failed[0]
-        raise GpuPolicyError(
-            f"policy rejects the GPU evidence: {first.name}",
-            check=first.name,
-            expected=first.expected,
-            actual=first.actual,
-            checks=tuple(checks),
-        )
-    return PolicyOutcome(tuple(checks))
+    return conclude(checks, GpuPolicyError, "the GPU evidence")
 
 
 def _one_of(values: list[str]) -> str:
