@@ -65,6 +65,12 @@ class BadRequest(ApiError):
     code = "invalid_request"
 
 
+class InvalidChallenge(BadRequest):
+    """A developer portal challenge that is not 16-64 bytes in hex."""
+
+    code = "invalid_challenge"
+
+
 class Unauthorized(ApiError):
     status = 401
     type = "authentication_error"

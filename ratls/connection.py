@@ -75,9 +75,19 @@ class ConnectionGate:
         self.last_result: AttestationResult | None = None
 
     def admit(
-        self, certificate_der: bytes, *, host: str, port: int, channel: ByteChannel
+        self,
+        certificate_der: bytes,
+        *,
+        host: str,
+        port: int,
+        channel: ByteChannel,
+        nonce: bytes | None = None,
     ) -> AttestationResult:
-        """Verify the server of a fresh connection; raises AttestationRefused (send nothing)."""
+        """Verify the server of a fresh connection; raises AttestationRefused (send nothing).
+
+        `nonce`: with `require_nonce`, the caller's own (a tenant's challenge relayed by the
+        portal); a random one otherwise.
+        """
         hostname = None if self.insecure_skip_hostname_check else host
         key = (hashlib.sha256(certificate_der).digest(), host)
         now = self._clock()
@@ -88,7 +98,7 @@ class ConnectionGate:
                     return cached
                 result = self._verifier.verify(certificate_der, hostname=hostname, now=now)
             else:
-                nonce = os.urandom(NONCE_SIZE)
+                nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
                 try:
                     evidence = request_nonce_evidence(
                         channel, authority=_authority(host, port), nonce=nonce
@@ -208,13 +218,15 @@ def probe(
     *,
     clock: Clock,
     require_nonce: bool = False,
+    nonce: bytes | None = None,
     insecure_skip_hostname_check: bool = False,
     timeout: float = 10.0,
 ) -> AttestationResult:
     """Handshake with the server at `url`, verify it, close: the result, verified or not.
 
     For the CLI and the developer portal (which attest a server without talking to it). Nothing
-    but the handshake (and, with `require_nonce`, the attestation request) is sent.
+    but the handshake (and, with `require_nonce` or a `nonce`, the attestation request) is sent.
+    A given `nonce` (16-64 bytes, checked by the server and the verifier) implies nonce mode.
     """
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -223,7 +235,7 @@ def probe(
     gate = ConnectionGate(
         verifier,
         clock=clock,
-        require_nonce=require_nonce,
+        require_nonce=require_nonce or nonce is not None,
         insecure_skip_hostname_check=insecure_skip_hostname_check,
     )
     try:
@@ -235,7 +247,9 @@ def probe(
                     raise EvidenceUnavailableError(
                         "server presented no certificate", check="peer_certificate"
                     )
-                return gate.admit(certificate, host=host, port=port, channel=SocketChannel(tls))
+                return gate.admit(
+                    certificate, host=host, port=port, channel=SocketChannel(tls), nonce=nonce
+                )
     except AttestationRefused as exc:
         return exc.result
     except (OSError, EvidenceUnavailableError) as exc:

@@ -6,8 +6,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 # python3 (/usr/bin), util-linux (setpriv) and passwd (useradd): the engine-isolation tests run
-# a fake engine as another user with the system Python.
-apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc systemd python3 util-linux passwd)
+# a fake engine as another user with the system Python. chromium and fonts-dejavu-core: the
+# console's pages are tested in a real headless browser.
+apt_packages=(cryptsetup-bin libcryptsetup12 squashfs-tools erofs-utils gcc systemd python3 util-linux passwd
+    chromium fonts-dejavu-core)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

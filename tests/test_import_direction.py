@@ -47,7 +47,8 @@ UNIT_ALLOWED = {
     "appliance.portal": APPLIANCE_SHARED,
     # The fleet console receives what the supervisor pushes: it shares the wire contract
     # (appliance.status_push), never the supervisor's or the worker's code.
-    "appliance.console": APPLIANCE_SHARED,
+    # ... and serves the developer portal through the portal's own procedure.
+    "appliance.console": APPLIANCE_SHARED | {"appliance.portal"},
     "appliance.cli": None,  # the command line wires every process: anything
     "appliance.__main__": {"appliance.cli"},
     "appliance.__init__": set(),

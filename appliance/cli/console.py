@@ -1,6 +1,7 @@
 """`appliance console`: the fleet console. Receives signed status pushes
 (`POST /api/v1/enclave/runtime-status`) from the appliances of a registry file and shows them
-(`GET /api/v1/enclaves`, `/metrics`).
+(`GET /api/v1/enclaves`, `/metrics`, the fleet page `/`), and serves the developer portal for
+them (`GET /api/v1/apps/<id>/attest[?challenge=HEX]`, the page `/apps/<id>`).
 
 Serves plain HTTP: on loopback, or behind the console's own TLS front end. The management token
 (the Bearer token appliances push with) is read from `APPLIANCE_CONSOLE_MANAGEMENT_TOKEN` or
@@ -28,8 +29,9 @@ TOKEN_VARIABLE = "APPLIANCE_CONSOLE_MANAGEMENT_TOKEN"  # noqa: S105 - a name, no
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("console", help="fleet console: receive and check status pushes",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "console", help="fleet console: check status pushes, fleet and portal pages",
+        description=__doc__)
     add = parser.add_argument
     add("--registry", type=Path, metavar="FILE",
         help="the appliances (TOML or JSON: id, url, policy, load_token, simulated_root)")

@@ -7,6 +7,13 @@
   attestation verdict, last push and refusal counts (`appliance/console/fleet.py`).
 - `GET /metrics` (operators): the same counts for Prometheus.
 - `GET /healthz`: liveness.
+- `GET /` (operators): the fleet page (`appliance/console/fleet_page.py`).
+- `GET /api/v1/apps/<id>/attest` and `GET /apps/<id>` (developers): the portal
+  (`appliance/console/portal.py`).
+
+Pages are server-rendered (Jinja autoescape) with static files from the package, under a
+Content-Security-Policy that allows scripts and styles from the console only: no inline script,
+no inline event handler, nothing from elsewhere.
 
 The reads need no token: they show what appliances already publish to anyone (their status at
 `/v1/models/status`, their attestation evidence) and the console's own counts. Serve plain HTTP
@@ -17,24 +24,35 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
 from pydantic import SecretStr
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from appliance.console.errors import BodyTooLarge, InvalidToken, Refused
 from appliance.console.fleet import fleet_document
+from appliance.console.fleet_page import fleet_blueprint
 from appliance.console.intake import PushIntake
 from appliance.console.metrics import exposition
+from appliance.console.portal import portal_blueprint
 from appliance.console.registry import Registry
 from appliance.console.store import ConsoleStore
 from appliance.errors import ApiError, MethodNotAllowed, NotFound
 from appliance.status_push import PUSH_PATH
 from ratls.clock import Clock
+from ratls.verifier import RatlsVerifier
 
 log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# Errors under these paths are pages; everywhere else the JSON envelope.
+PAGE_PATHS = ("/", "/apps/")
 
 
 @dataclass(frozen=True)
@@ -45,9 +63,23 @@ class ConsoleConfig:
 
 
 def create_console_app(config: ConsoleConfig, *, intake: PushIntake, store: ConsoleStore,
-                       clock: Clock) -> Flask:
+                       clock: Clock, verifiers: Mapping[str, RatlsVerifier]) -> Flask:
+    """`verifiers`: each registered enclave's, by id (its policy and roots)."""
     app = Flask("appliance.console.app")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+
+    def fleet() -> dict[str, Any]:
+        return fleet_document(config.registry, store.statuses(), store.refusals(), now=clock())
+
+    app.register_blueprint(fleet_blueprint(fleet))
+    app.register_blueprint(portal_blueprint(config.registry, verifiers, clock=clock))
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
 
     @app.post(PUSH_PATH)
     def receive_push() -> Response:
@@ -78,9 +110,7 @@ def create_console_app(config: ConsoleConfig, *, intake: PushIntake, store: Cons
 
     @app.get("/api/v1/enclaves")
     def enclaves() -> Response:
-        document = fleet_document(config.registry, store.statuses(), store.refusals(),
-                                  now=clock())
-        return jsonify(document)
+        return jsonify(fleet())
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -105,6 +135,9 @@ def create_console_app(config: ConsoleConfig, *, intake: PushIntake, store: Cons
         else:
             log.exception("console request failed")
             error = ApiError("internal error")
+        if request.path == PAGE_PATHS[0] or request.path.startswith(PAGE_PATHS[1:]):
+            return Response(render_template("error.html", error=error, path=request.path),
+                            status=error.status, mimetype="text/html")
         headers: dict[str, Any] = {}
         if isinstance(error, InvalidToken):
             headers["WWW-Authenticate"] = "Bearer"

@@ -39,6 +39,8 @@ def fleet_document(registry: Registry, statuses: Mapping[str, AcceptedStatus],
         ],
         # Pushes that named no registered enclave, or were refused before naming one.
         "unattributed_refusals": _counts(by_enclave.get(UNATTRIBUTED, [])),
+        # The latest of them: its message shows what was claimed (untrusted text).
+        "unattributed_last_refusal": _last_refusal(by_enclave.get(UNATTRIBUTED, [])),
     }
 
 
@@ -56,10 +58,7 @@ def _enclave(enclave_id: str, url: str, simulated: bool, status: AcceptedStatus 
         else round((now - status.received_at).total_seconds(), 3),
         "pushes_accepted": 0 if status is None else status.pushes_accepted,
         "refusals": _counts(refusals),
-        "last_refusal": None if last_refusal is None else {
-            "reason": last_refusal.reason, "check": last_refusal.last_check,
-            "message": last_refusal.last_message, "at": last_refusal.last_at.isoformat(),
-        },
+        "last_refusal": _last_refusal(refusals),
         "refused_since_last_accept": last_refusal is not None and (
             status is None or last_refusal.last_at > status.received_at),
     }
@@ -110,3 +109,11 @@ def _attestation(status: AcceptedStatus | None, refusals: list[RefusalTally],
 
 def _counts(refusals: Iterable[RefusalTally]) -> dict[str, int]:
     return {tally.reason: tally.count for tally in refusals}
+
+
+def _last_refusal(refusals: Iterable[RefusalTally]) -> dict[str, Any] | None:
+    last = max(refusals, key=lambda t: t.last_at, default=None)
+    return None if last is None else {
+        "reason": last.reason, "check": last.last_check, "message": last.last_message,
+        "at": last.last_at.isoformat(),
+    }

@@ -23,10 +23,9 @@ def build_console_app(settings: ConsoleSettings, *, clock: Clock,
     """Raises RegistryError (registry, policies, roots) and StateStoreError (the database)."""
     registry = registry or load_registry(settings.registry)
     make_verifier = make_verifier or verifier_factory(clock=clock, pccs_url=settings.pccs_url)
-    attestor = CertificateAttestor(
-        {enclave_id: make_verifier(enclave) for enclave_id, enclave in registry.enclaves.items()},
-        key_probe or TlsKeyProbe(),
-    )
+    verifiers = {enclave_id: make_verifier(enclave)
+                 for enclave_id, enclave in registry.enclaves.items()}
+    attestor = CertificateAttestor(verifiers, key_probe or TlsKeyProbe())
     store = ConsoleStore(settings.state_db)
     intake = PushIntake(
         registry=registry, attestor=attestor, store=store,
@@ -35,4 +34,5 @@ def build_console_app(settings: ConsoleSettings, *, clock: Clock,
     )
     config = ConsoleConfig(registry=registry, management_token=settings.management_token,
                            max_body_bytes=settings.max_body_bytes)
-    return create_console_app(config, intake=intake, store=store, clock=clock)
+    return create_console_app(config, intake=intake, store=store, clock=clock,
+                              verifiers=verifiers)

@@ -1,10 +1,12 @@
-"""The developer portal's attestation endpoint: `GET /api/v1/apps/<id>/attest`.
+"""The developer portal's attestation endpoint: `GET /api/v1/apps/<id>/attest[?challenge=HEX]`.
 
 A browser cannot see a TLS certificate's extensions, so the portal performs the RA-TLS handshake
 server-side to the app's configured URL, verifies the evidence with the ratls verifier (DCAP,
 policy, key binding, model digest), and returns the structured AttestationResult. Bad evidence is
 a *result* (200, `verified: false`, with the failed checks and errors); an unknown app id is a 404
-envelope. Nothing but the handshake (and, with nonce mode, the attestation request) is sent.
+envelope, a challenge that is not 16-64 bytes in hex a 400 envelope. Nothing but the handshake
+(and, with nonce mode, the attestation request) is sent. The same procedure
+(`appliance/portal/attestation.py`) serves the fleet console's portal for its registered apps.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from appliance.errors import ApiError, MethodNotAllowed, NotFound
+from appliance.portal import attestation
 from attest.pcs import CollateralFetcher, PcsClient, PcsEndpoint
 from attest.roots import TrustRoot, intel_sgx_root_ca
 from attest.verify import DcapVerifier
 from ratls.clock import Clock
 from ratls.collateral import CollateralSource, PcsCollateral, ServedCollateral
-from ratls.connection import probe
 from ratls.policy import AppraisalPolicy
 from ratls.verifier import RatlsVerifier
 
@@ -66,10 +68,10 @@ def create_portal_app(config: PortalConfig, *, clock: Clock,
         url = config.apps.get(app_id) if set(app_id) <= _APP_ID_CHARS else None
         if url is None:
             raise NotFound(f"no app {app_id[:64]!r}", param="id", code="app_not_found")
-        result = probe(url, make_verifier(config, url, clock), clock=clock,
-                       require_nonce=config.require_nonce)
-        outcome = "verified" if result.verified else "refused"
-        log.info("attested app %s at %s: %s", app_id, url, outcome)
+        challenge = attestation.parse_challenge(request.args.get("challenge"))
+        result = attestation.attest_app(app_id, url, make_verifier(config, url, clock),
+                                        clock=clock, challenge=challenge,
+                                        require_nonce=config.require_nonce)
         return Response(result.model_dump_json(), mimetype="application/json")
 
     @app.errorhandler(Exception)

@@ -438,6 +438,13 @@ def test_portal_attests_an_app_server_side(service: Service, client: VerifyingCl
     assert document["verified"] is True and document["tee"] == "simulated"
     assert document["model_digest"] == images["digest"] and document["binding"]["mode"] == "nonce"
 
+    # The tenant's challenge is the nonce the fresh quote binds; a bad one is a 400 envelope.
+    challenge = bytes(range(32)).hex()
+    answered = portal.get(f"/api/v1/apps/demo/attest?challenge={challenge}").get_json()
+    assert answered["verified"] is True and answered["binding"]["nonce"] == challenge
+    bad = portal.get("/api/v1/apps/demo/attest?challenge=abcd")
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_challenge"
+
     # Evidence that does not chain to the root the portal trusts: 200, verified false, errors.
     other = SimulatedAuthority.create(work / "other-authority", now=clock())
     stranger = PortalConfig(apps={"demo": service.url}, policy=simulated_td_policy(),
