@@ -124,7 +124,7 @@ class SimulatedAuthority:
         """Generate a new authority into `directory`, which must be absent or empty."""
         directory = Path(directory)
         platform = platform or SimulatedPlatform()
-        _require_aware(now)
+        require_aware(now)
         if directory.exists() and any(directory.iterdir()):
             raise AuthorityStoreError(
                 f"{directory} is not empty; refusing to overwrite an authority that clients "
@@ -176,9 +176,9 @@ class SimulatedAuthority:
         keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         certificates: dict[str, x509.Certificate] = {}
         for stem, key_name, cert_name in _FILES:
-            keys[key_name] = _load_key(directory / f"{stem}.key.pem")
+            keys[key_name] = load_key(directory / f"{stem}.key.pem")
             if cert_name is not None:
-                certificate = _load_certificate(directory / f"{stem}.pem")
+                certificate = load_certificate(directory / f"{stem}.pem")
                 if _public_der(certificate.public_key()) != _public_der(
                     keys[key_name].public_key()
                 ):
@@ -245,7 +245,7 @@ class SimulatedAuthority:
     def _save(self, now: dt.datetime) -> None:
         for stem, key_name, cert_name in _FILES:
             key: ec.EllipticCurvePrivateKey = getattr(self.keys, key_name)
-            _write_atomically(
+            write_atomically(
                 self.directory / f"{stem}.key.pem",
                 key.private_bytes(
                     serialization.Encoding.PEM,
@@ -256,7 +256,7 @@ class SimulatedAuthority:
             )
             if cert_name is not None:
                 certificate: x509.Certificate = getattr(self.certificates, cert_name)
-                _write_atomically(
+                write_atomically(
                     self.directory / f"{stem}.pem",
                     certificate.public_bytes(serialization.Encoding.PEM),
                     mode=0o644,
@@ -268,7 +268,7 @@ class SimulatedAuthority:
             platform=_platform_to_json(self.platform),
         )
         # Last: its presence marks a complete authority.
-        _write_atomically(
+        write_atomically(
             self.directory / MANIFEST,
             json.dumps(manifest.model_dump(), indent=2).encode() + b"\n",
             mode=0o644,
@@ -328,44 +328,53 @@ def _public_der(key: CertificatePublicKeyTypes) -> bytes:
     )
 
 
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def load_key(
+    path: Path, curve: type[ec.EllipticCurve] = ec.SECP256R1, *, prefix: str = ""
+) -> ec.EllipticCurvePrivateKey:
+    """A private key of `curve` from a PEM file only its owner can read. Check names carry
+    `prefix` (the GPU authority's are "gpu ...")."""
     try:
-        mode = path.stat().st_mode
+        mode = stat.S_IMODE(path.stat().st_mode)
         data = path.read_bytes()
     except OSError as exc:
         raise AuthorityStoreError(
-            f"cannot read {path}: {exc.strerror or exc}", check="authority file"
-        ) from exc
-    if stat.S_IMODE(mode) & 0o077:
+            f"cannot read {path}: {exc.strerror or exc}", check=f"{prefix}authority file"
+        ) from None
+    if mode & 0o077:
         raise AuthorityStoreError(
             f"{path} is readable by group or others",
-            check="key file permissions",
+            check=f"{prefix}key file permissions",
             expected="0600",
-            actual=oct(stat.S_IMODE(mode)),
+            actual=oct(mode),
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise AuthorityStoreError(f"{path} is not a PEM private key", check="key file") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise AuthorityStoreError(f"{path} is not a P-256 key", check="key file")
+    except (ValueError, TypeError):
+        raise AuthorityStoreError(
+            f"{path} is not a PEM private key", check=f"{prefix}key file"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, curve):
+        raise AuthorityStoreError(
+            f"{path} is not a {curve.name} key", check=f"{prefix}key file"
+        )
     return key
 
 
-def _load_certificate(path: Path) -> x509.Certificate:
+def load_certificate(path: Path, *, prefix: str = "") -> x509.Certificate:
+    """A PEM certificate file of an authority's store."""
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except OSError as exc:
         raise AuthorityStoreError(
-            f"cannot read {path}: {exc.strerror or exc}", check="authority file"
-        ) from exc
-    except ValueError as exc:
+            f"cannot read {path}: {exc.strerror or exc}", check=f"{prefix}authority file"
+        ) from None
+    except ValueError:
         raise AuthorityStoreError(
-            f"{path} is not a PEM certificate", check="certificate file"
-        ) from exc
+            f"{path} is not a PEM certificate", check=f"{prefix}certificate file"
+        ) from None
 
 
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
     """Write via a temporary file in the same directory, created with `mode`, then rename."""
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -380,7 +389,7 @@ def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
-def _require_aware(now: dt.datetime) -> None:
+def require_aware(now: dt.datetime) -> None:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
 
