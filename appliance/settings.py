@@ -13,13 +13,29 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path("/var/lib/appliance")
+
+
+def _checked_listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+# `HOST:PORT` of a listener, checked when the settings are read (a clear error, not a bind error).
+ListenAddress = Annotated[str, AfterValidator(_checked_listen)]
 
 
 class Settings(BaseSettings):
@@ -56,7 +72,7 @@ class Settings(BaseSettings):
     activator_socket: Path = Path("/run/appliance-activator/activator.sock")
 
     # The public API.
-    listen: str = "0.0.0.0:8443"
+    listen: ListenAddress = "0.0.0.0:8443"
     hostname: tuple[str, ...] = ("localhost",)
     workers: int = Field(default=2, ge=1, le=64)
     # Per worker: the thread pool of the Flask routes (lifecycle, status, attestation, receipts);
@@ -111,12 +127,6 @@ class Settings(BaseSettings):
     insecure_management_http: bool = False
     enclave_id: str = Field(default_factory=socket.gethostname, min_length=1)
     push_interval: float = Field(default=30.0, gt=0)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_host_port(cls, value: str) -> str:
-        split_listen(value)
-        return value
 
     @field_validator("engine_env")
     @classmethod

@@ -4,7 +4,6 @@ registry written from the appliances' URLs, and a policy pinning the simulated T
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import httpx
 
 from support.engines import PROJECT_ROOT
 from support.pinned import simulated_td_pins
+from support.processes import stop_gracefully
 from support.service import APPLIANCE
 
 
@@ -40,13 +40,7 @@ class Console:
 
     def stop(self, timeout: float = 20) -> int:
         if self.exited is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.exited = self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"appliance console did not stop:\n{self.log()}") from None
+            self.exited = stop_gracefully(self.process, timeout, self.log)
         return self.exited
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from support.engines import FAKE_VLLM, PROJECT_ROOT, free_port
+from support.processes import stop_gracefully
 
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
@@ -79,15 +79,7 @@ class Service:
 
     def stop(self, timeout: float = 30) -> int:
         if self.exited is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.exited = self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(
-                    f"appliance serve did not stop in {timeout} s:\n{self.log()[-4000:]}"
-                ) from None
+            self.exited = stop_gracefully(self.process, timeout, lambda: self.log()[-4000:])
         return self.exited
 
 
